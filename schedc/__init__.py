@@ -1,0 +1,46 @@
+"""schedc: a compiler for pipeline-parallel training schedules.
+
+    import schedc
+    [spec] = schedc.load("examples/dualpipe.sched")   # or schedc.parse(text, "name.sched")
+    compiled = schedc.compile(spec)                    # verified per-rank instruction lists
+    print(compiled.plan)                               # the text form, one line per rank
+    timeline = schedc.simulate(compiled)               # makespan, bubble, per-rank figures
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .compiler import Compiled, compile_spec, with_family
+from .errors import SchedError, SourceFile, render_error
+from .ir import Instr, OpKind, Plan, format_plan_text
+from .simulate import Timeline
+from .simulate import simulate as _simulate
+from .spec import PipelineSpec, check_pipeline
+from .syntax import parse_program
+
+__all__ = ["parse", "load", "compile", "simulate", "Compiled", "PipelineSpec", "Plan", "Instr",
+           "OpKind", "Timeline", "SchedError", "SourceFile", "render_error", "format_plan_text",
+           "with_family"]
+__version__ = "0.1.0"
+
+
+def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
+    """Parse and check .sched text; one `PipelineSpec` per `pipeline` block."""
+    return [check_pipeline(p) for p in parse_program(text, file).pipelines]
+
+
+def load(path: str | Path) -> list[PipelineSpec]:
+    """`parse` the file at `path`."""
+    path = Path(path)
+    return parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def compile(spec: PipelineSpec) -> Compiled:  # noqa: A001 - the verb users expect
+    """Compile a spec into a verified plan (see `schedc.compiler.compile_spec`)."""
+    return compile_spec(spec)
+
+
+def simulate(compiled: Compiled) -> Timeline:
+    """Predict the timeline of a compiled plan."""
+    return _simulate(compiled.spec, compiled.dag, compiled.plan)

@@ -1,0 +1,139 @@
+"""The compiler: one flat function of named steps from a checked spec to a verified plan.
+
+    spec --build_dag--> DAG --build_order--> compute order --fuse_overlap--> compute lists
+         --(hand-written: verify_order)--> --lower_comm--> Plan --verify_plan--> Compiled
+
+Every intermediate value is kept on `Compiled` so it can be printed (`schedc compile --dump`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .dag import Dag, build_dag
+from .errors import Diagnostic, Note, SchedError, Span
+from .grid import format_grid
+from .ir import COMM, ComputeOrder, Instr, Plan
+from .passes import fuse_overlap, lower_comm
+from .schedules import build_order, check_family
+from .spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
+                   StageCost, check_pipeline)
+from .syntax import PipelineAST, Setting
+from .verify import Problem, verify_order, verify_plan
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled pipeline: the spec and every value the passes produced."""
+
+    spec: PipelineSpec
+    dag: Dag
+    order: ComputeOrder
+    plan: Plan
+
+
+def compile_spec(spec: PipelineSpec) -> Compiled:
+    """Compile one pipeline; raises `SchedError` with located diagnostics on any problem."""
+    if spec.schedule == "auto":
+        return compile_auto(spec)
+    check_family(spec)
+    dag = build_dag(spec)
+    order = build_order(spec)
+    if spec.order is not None and _has_comm(spec.order):
+        plan = Plan(spec.order)  # hand-written with communication: taken exactly as written
+    else:
+        rows = fuse_overlap(order, spec.overlap)
+        if spec.order is not None:  # hand-written: report problems at the user's tokens
+            _raise_problems(spec, rows, verify_order(spec, dag, rows), located=True)
+        plan = lower_comm(spec, dag, rows)
+    _raise_problems(spec, plan.ranks, verify_plan(spec, dag, plan), located=spec.order is not None)
+    return Compiled(spec, dag, order, plan)
+
+
+def _has_comm(rows) -> bool:
+    return any(x.kind in COMM for row in rows for x in row)
+
+
+def _raise_problems(spec: PipelineSpec, rows, problems: list[Problem], located: bool) -> None:
+    if not problems:
+        return
+    diagnostics = []
+    for problem in problems:
+        span = _span_of(spec, problem.where) if located else None
+        notes = tuple(Note(f"see rank {w[0]}, position {w[1]}", _span_of(spec, w))
+                      for w in problem.related if located and w[1] >= 0)
+        prefix = "" if located else "internal error: the compiler produced a plan that fails "\
+                                    "verification (please report it): "
+        grid = format_grid(rows, focus=problem.where) if problem.where else ""
+        diagnostics.append(Diagnostic(prefix + problem.message, span, notes, grid))
+    raise SchedError(diagnostics)
+
+
+def _span_of(spec: PipelineSpec, where) -> Span | None:
+    if where is None:
+        return spec.source.pipeline
+    rank, index = where
+    if index >= 0 and spec.source.token(rank, index):
+        return spec.source.token(rank, index)
+    return spec.source.rank_line(rank) or spec.source.pipeline
+
+
+# ---- the same pipeline under another family (for `auto` and `schedc compare`) -------------------
+
+_FAMILY_KEYS = ("schedule", "placement", "chunks", "split_backward", "overlap")
+
+
+def with_family(spec: PipelineSpec, family: str) -> PipelineSpec:
+    """`spec` with another schedule family and that family's placement and defaults.
+
+    When the spec came from a file, the file's text is re-checked under the new family, so
+    per-stage costs apply to the stages the new placement has (a located error if one does not
+    exist); otherwise stage 0's cost and activation size are used for every stage.
+    """
+    ast = spec.source.ast
+    if ast is not None:
+        return check_pipeline(_ast_with_family(ast, family, spec))
+    placement = FAMILY_PLACEMENT[family]
+    chunks = {"interleaved": max(2, spec.chunks), "v": 2}.get(placement, 1)
+    stages = spec.ranks * chunks
+    return replace(spec, schedule=family, placement=placement, chunks=chunks,
+                   split_backward=family in SPLIT_FAMILIES, overlap=family in OVERLAP_FAMILIES,
+                   costs=(spec.costs[0],) * stages, activations=(spec.activations[0],) * stages,
+                   order=None)
+
+
+def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> PipelineAST:
+    settings = [s for s in ast.settings if s.key not in _FAMILY_KEYS]
+    where = ast.name_span
+    settings.append(Setting("schedule", family, where, where, where))
+    if family == "interleaved" and spec.placement == "interleaved":
+        settings.append(Setting("chunks", str(spec.chunks), where, where, where))
+    return replace(ast, settings=tuple(settings), orders=())
+
+
+def compile_auto(spec: PipelineSpec) -> Compiled:
+    """`schedule = auto`: compile every family that fits the pipeline (and its memory limit) and
+    keep the one with the shortest simulated step (ties: the earlier family in FAMILIES)."""
+    from .simulate import simulate
+
+    best, best_time, reasons = None, None, []
+    for family in FAMILIES:
+        try:
+            compiled = compile_spec(with_family(spec, family))
+        except SchedError as error:
+            reasons.append(f"{family}: {error.diagnostics[0].message}")
+            continue
+        makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
+        if best_time is None or makespan < best_time:
+            best, best_time = compiled, makespan
+    if best is None:
+        raise SchedError([Diagnostic("schedule = auto: no family fits this pipeline",
+                                     spec.source.span("schedule") or spec.source.pipeline,
+                                     tuple(Note(r) for r in reasons))])
+    return best
+
+
+def uniform_costs(spec: PipelineSpec) -> StageCost | None:
+    """The one cost every stage shares, or None when stages differ."""
+    return spec.costs[0] if len(set(spec.costs)) == 1 else None
+

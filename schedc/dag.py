@@ -1,0 +1,140 @@
+"""The dependency DAG of compute ops; the only module that imports networkx.
+
+Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch. Edges are
+the data dependencies of reference/schedules.md, each tagged `cross_rank` when producer and
+consumer live on different ranks (a point-to-point transfer) or not (a local hand-over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import networkx as nx
+
+from .ir import Instr, OpKind
+from .spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A built DAG: the graph plus the spec it was built from."""
+
+    spec: PipelineSpec
+    graph: nx.DiGraph
+
+    def predecessors(self, op: Instr) -> Iterable[Instr]:
+        return self.graph.pred[op]
+
+    def successors(self, op: Instr) -> Iterable[Instr]:
+        return self.graph.succ[op]
+
+    def is_cross_rank(self, producer: Instr, consumer: Instr) -> bool:
+        return self.graph.edges[producer, consumer]["cross_rank"]
+
+    def depends(self, later: Instr, earlier: Instr) -> bool:
+        """True when `later` needs `earlier`, directly or through other ops."""
+        return nx.has_path(self.graph, earlier, later)
+
+    def __contains__(self, op: Instr) -> bool:
+        return op in self.graph
+
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+
+def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
+    """The ops that `op` directly needs (reference/schedules.md, "Op dependencies")."""
+    d, s, j = op.direction, op.stage, op.microbatch
+    last = spec.num_stages - 1
+    backward = OpKind.I if spec.split_backward else OpKind.B
+    if op.kind is OpKind.F:
+        return [Instr.compute(OpKind.F, d, s - 1, j)] if s > 0 else []
+    if op.kind is OpKind.W:
+        return [Instr.compute(OpKind.I, d, s, j)]
+    needs = [Instr.compute(OpKind.F, d, s, j)]  # activations (and the loss on the last stage)
+    if s < last:
+        needs.append(Instr.compute(backward, d, s + 1, j))
+    return needs
+
+
+def build_dag(spec: PipelineSpec) -> Dag:
+    """Build the DAG of `spec`'s compute ops. Pure: the spec is not changed."""
+    graph = nx.DiGraph()
+    ops = list(spec.compute_ops())
+    graph.add_nodes_from(ops)
+    edges = []
+    for op in ops:
+        consumer_rank = spec.rank_of(op.direction, op.stage)
+        for need in dependencies(spec, op):
+            cross = spec.rank_of(need.direction, need.stage) != consumer_rank
+            edges.append((need, op, {"cross_rank": cross}))
+    graph.add_edges_from(edges)
+    return Dag(spec, graph)
+
+
+def find_cycle(edges: Iterable[tuple[object, object]]) -> list[object] | None:
+    """A cycle in the directed graph given by `edges`, as its nodes in order; None if acyclic."""
+    graph = nx.DiGraph()
+    graph.add_edges_from(edges)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return None
+    return [u for u, _ in cycle]
+
+
+def topological_order(nodes: Iterable[object], edges: Iterable[tuple[object, object]]) -> list[object] | None:
+    """The nodes in a dependency-respecting order, or None when the edges form a cycle."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    try:
+        return list(nx.topological_sort(graph))
+    except nx.NetworkXUnfeasible:
+        return None
+
+
+def ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
+    """The DAG nodes an instruction executes. A full `B` in a split pipeline runs its `I` and `W`
+    together; an OVERLAP runs the ops of both its parts; communication runs none."""
+    if instr.kind is OpKind.OVERLAP:
+        return tuple(op for part in instr.parts for op in ops_of(part, split_backward))
+    if instr.kind is OpKind.B and split_backward:
+        return (instr.with_kind(OpKind.I), instr.with_kind(OpKind.W))
+    if instr.kind in (OpKind.F, OpKind.B, OpKind.I, OpKind.W):
+        return (instr,)
+    return ()
+
+
+def independent(a: Instr, b: Instr) -> bool:
+    """True when neither op depends on the other.
+
+    Every DAG edge joins two ops of the same (direction, microbatch), and within one such group
+    every backward depends on every forward (through the loss on the last stage), so an F and a
+    backward are independent exactly when their (direction, microbatch) differ.
+    """
+    return (a.direction, a.microbatch) != (b.direction, b.microbatch)
+
+
+def kahn_order(num_nodes: int, successors: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Topological order of nodes 0..n-1 (Kahn's algorithm, FIFO, so the order is deterministic).
+
+    Returns (order, stuck): `stuck` lists the nodes left on or behind a cycle (empty if acyclic).
+    Pure Python on integer ids: the hot loop of verification and simulation.
+    """
+    indegree = [0] * num_nodes
+    for succ in successors:
+        for v in succ:
+            indegree[v] += 1
+    ready = [v for v in range(num_nodes) if indegree[v] == 0]
+    order = []
+    while ready:
+        u = ready.pop()
+        order.append(u)
+        for v in successors[u]:
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                ready.append(v)
+    stuck = [v for v in range(num_nodes) if indegree[v] > 0]
+    return order, stuck

@@ -1,0 +1,98 @@
+"""Source spans, diagnostics and their rendering with a caret under the offending text.
+
+Every user-facing error in schedc is a `Diagnostic` with a `Span`; a `SchedError` carries one or
+more of them. Rendering needs the source text, which a `SourceFile` keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file; lines and columns count from 1, `end_col` is exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A secondary place that explains a diagnostic ("microbatches = 6 at 3:5")."""
+
+    message: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One error: what is wrong, where, and the related places."""
+
+    message: str
+    span: Span | None = None
+    notes: tuple[Note, ...] = ()
+    detail: str = ""  # extra text printed after the caret (e.g. a window of the schedule grid)
+
+
+class SchedError(Exception):
+    """Raised for any bad input; holds the diagnostics. Never escapes the CLI as a traceback."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | tuple[Diagnostic, ...]):
+        self.diagnostics = tuple(diagnostics)
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """The text of one input, kept so that diagnostics can show the offending line."""
+
+    name: str
+    text: str
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        return lines[number - 1] if 1 <= number <= len(lines) else ""
+
+
+def _caret_lines(span: Span, source: SourceFile | None) -> list[str]:
+    if source is None or source.name != span.file:
+        return []
+    text = source.line(span.line)
+    if not text:
+        return []
+    width = span.end_col - span.col if span.end_line == span.line else len(text) - span.col + 1
+    width = max(1, width)
+    return [f"    {text}", "    " + " " * (span.col - 1) + "^" * width]
+
+
+def render_diagnostic(diagnostic: Diagnostic, source: SourceFile | None = None) -> str:
+    """`file:line:col: error: message`, the source line, a caret, then notes and detail."""
+    where = f"{diagnostic.span}: " if diagnostic.span else ""
+    out = [f"{where}error: {diagnostic.message}"]
+    if diagnostic.span:
+        out += _caret_lines(diagnostic.span, source)
+    for note in diagnostic.notes:
+        note_where = f"{note.span}: " if note.span else ""
+        out.append(f"{note_where}note: {note.message}")
+        if note.span:
+            out += _caret_lines(note.span, source)
+    if diagnostic.detail:
+        out.append(diagnostic.detail.rstrip("\n"))
+    return "\n".join(out)
+
+
+def render_error(error: SchedError, source: SourceFile | None = None) -> str:
+    """All diagnostics of an error, separated by blank lines."""
+    return "\n\n".join(render_diagnostic(d, source) for d in error.diagnostics)
+
+
+def at(span: Span | None) -> str:
+    """A short `line:col` for use inside messages ("microbatches = 6 at 3:5")."""
+    return f" at {span.line}:{span.col}" if span else ""

@@ -1,0 +1,102 @@
+"""lower_comm: insert the sends and receives that cross-rank dependencies need.
+
+The communication model (what `verify` checks and a runtime must honour): a SEND posts a
+non-blocking send and returns; a RECV waits until the matching data has arrived. Between two
+ranks, the sends of one and the receives of the other come in the same order (one FIFO channel
+per ordered pair of ranks), as NCCL requires.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..dag import Dag, ops_of
+from ..ir import Instr, OpKind, Plan
+from ..spec import PipelineSpec
+
+
+def transfer(spec: PipelineSpec, producer: Instr, consumer: Instr) -> tuple[Instr, Instr]:
+    """The (SEND, RECV) pair that carries `producer`'s output to `consumer` on another rank."""
+    src = spec.rank_of(producer.direction, producer.stage)
+    dst = spec.rank_of(consumer.direction, consumer.stage)
+    d, j = producer.direction, producer.microbatch
+    if producer.kind is OpKind.F:
+        return (Instr(OpKind.SEND_F, d, producer.stage, j, dst),
+                Instr(OpKind.RECV_F, d, consumer.stage, j, src))
+    return (Instr(OpKind.SEND_B, d, producer.stage, j, dst),
+            Instr(OpKind.RECV_B, d, consumer.stage, j, src))
+
+
+def _receives(spec, dag, rows):
+    """For each rank and instruction index, the (send, recv) pairs needed right before it."""
+    split = spec.split_backward
+    needed = []
+    for rank, row in enumerate(rows):
+        before = defaultdict(list)
+        for index, instr in enumerate(row):
+            for consumer in ops_of(instr, split):
+                for producer in dag.predecessors(consumer):
+                    if dag.is_cross_rank(producer, consumer):
+                        before[index].append(transfer(spec, producer, consumer))
+            before[index].sort(key=lambda pair: pair[1])
+        needed.append(before)
+    return needed
+
+
+def _send_slots(spec, rows, needed, owner):
+    """Where each send goes: after its producer, and after the send before it on the same
+    channel, so both peers see the channel's transfers in the receiver's order."""
+    after = [defaultdict(list) for _ in rows]
+    last_slot: dict[tuple[int, int], int] = {}
+    for dst, before in enumerate(needed):
+        for index in sorted(before):
+            for send, _recv in before[index]:
+                src = send_rank(spec, send)
+                slot = max(owner[_producer_of(send)][1], last_slot.get((src, dst), -1))
+                last_slot[(src, dst)] = slot
+                after[src][slot].append(send)
+    return after
+
+
+def send_rank(spec: PipelineSpec, send: Instr) -> int:
+    return spec.rank_of(send.direction, send.stage)
+
+
+def _producer_of(send: Instr) -> tuple:
+    """The key of the op whose output a SEND carries (F for SEND_F, the backward for SEND_B)."""
+    return (OpKind.F if send.kind is OpKind.SEND_F else "backward", send.direction, send.stage,
+            send.microbatch)
+
+
+def _owners(spec, rows):
+    owner = {}
+    for rank, row in enumerate(rows):
+        for index, instr in enumerate(row):
+            for op in ops_of(instr, spec.split_backward):
+                kind = OpKind.F if op.kind is OpKind.F else "backward"
+                if op.kind is not OpKind.W:
+                    owner[(kind, op.direction, op.stage, op.microbatch)] = (rank, index)
+    return owner
+
+
+def lower_comm(spec: PipelineSpec, dag: Dag, rows: tuple[tuple[Instr, ...], ...]) -> Plan:
+    """The plan: each rank's compute instructions with RECVs right before the instruction that
+    needs the data and SENDs right after the one that makes it (later only to keep a channel in
+    order); a bidirectional pipeline ends each rank with GRAD_SUM with its mirror rank.
+
+    Needs: `rows` hold only compute instructions (F, B, I, W, OVERLAP). Guarantees: when the
+    compute order is deadlock-free, so is the plan under the model above. Does not change `rows`.
+    """
+    needed = _receives(spec, dag, rows)
+    after = _send_slots(spec, rows, needed, _owners(spec, rows))
+    plan = []
+    for rank, row in enumerate(rows):
+        out = []
+        for index, instr in enumerate(row):
+            out += [recv for _send, recv in needed[rank].get(index, ())]
+            out.append(instr)
+            out += after[rank].get(index, ())
+        if spec.placement == "bidirectional":
+            out.append(Instr(OpKind.GRAD_SUM, peer=spec.ranks - 1 - rank))
+        plan.append(tuple(out))
+    return Plan(tuple(plan))

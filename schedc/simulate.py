@@ -1,0 +1,141 @@
+"""Simulation: predict the timeline of a verified plan under the spec's cost model.
+
+Each rank runs its compute instructions in order. An instruction starts when its rank is free and
+every op it needs has finished, plus the producer stage's `comm` time when the producer is on
+another rank. Costs: F, B (full backward), I = B - W, W; an OVERLAP of F (stage a) and a backward
+(stage b) costs F(a) + B(b) - min(gain(a), gain(b)), where gain(s) = F(s) + B(s) - F&B(s), so with
+one F&B for all stages it costs exactly F&B. Communication instructions take no rank time: their
+cost is the transfer delay on the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .dag import Dag, kahn_order, ops_of
+from .errors import Diagnostic, SchedError
+from .ir import Instr, OpKind, Plan
+from .memory import peak_activations
+from .spec import PipelineSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One compute instruction on the timeline; `index` is its place in the rank's plan list."""
+
+    rank: int
+    index: int
+    instr: Instr
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class RankStats:
+    rank: int
+    busy: float
+    idle: float  # makespan - busy
+    peak_activations: float
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The simulated step: every slot, the makespan, per-rank figures and the critical path."""
+
+    slots: tuple[Slot, ...]
+    makespan: float
+    ranks: tuple[RankStats, ...]
+    critical_path: tuple[Slot, ...]
+
+    @property
+    def bubble(self) -> float:
+        """The largest idle time over the ranks (reference/schedules.md's definition)."""
+        return max(r.idle for r in self.ranks)
+
+    @property
+    def bubble_ratio(self) -> float:
+        """Total idle time over (ranks x makespan)."""
+        total = self.makespan * len(self.ranks)
+        return sum(r.idle for r in self.ranks) / total if total else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "makespan": self.makespan, "bubble": self.bubble, "bubble_ratio": self.bubble_ratio,
+            "ranks": [{"rank": r.rank, "busy": r.busy, "idle": r.idle,
+                       "peak_activations": r.peak_activations} for r in self.ranks],
+            "critical_path": [{"rank": s.rank, "instruction": str(s.instr), "start": s.start,
+                               "end": s.end} for s in self.critical_path],
+        }
+
+
+def instr_cost(spec: PipelineSpec, instr: Instr) -> float:
+    """The time one compute instruction keeps its rank busy."""
+    if instr.kind is OpKind.OVERLAP:
+        forward, backward = instr.parts
+        fc, bc = spec.cost(forward.stage), spec.cost(backward.stage)
+        gain = min(fc.forward + fc.backward - fc.overlap_cost, bc.forward + bc.backward - bc.overlap_cost)
+        return instr_cost(spec, forward) + instr_cost(spec, backward) - gain
+    cost = spec.cost(instr.stage)
+    return {OpKind.F: cost.forward, OpKind.B: cost.backward, OpKind.I: cost.input_grad,
+            OpKind.W: cost.weight}[instr.kind]
+
+
+def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
+    """The timeline of `plan`. Needs a plan that verifies (raises `SchedError` on a deadlock)."""
+    nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
+    ids = {w: n for n, w in enumerate(nodes)}
+    owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], spec.split_backward)}
+    preds = _predecessors(spec, dag, plan, nodes, ids, owner)
+    successors: list[list[int]] = [[] for _ in nodes]
+    for n, ps in enumerate(preds):
+        for p, _delay in ps:
+            successors[p].append(n)
+    order, stuck = kahn_order(len(nodes), successors)
+    if stuck:
+        raise SchedError([Diagnostic("cannot simulate: the plan deadlocks (run `schedc check`)")])
+    start, end, cause = [0.0] * len(nodes), [0.0] * len(nodes), [-1] * len(nodes)
+    for n in order:
+        r, i = nodes[n]
+        for p, delay in preds[n]:  # the latest-ready predecessor decides the start
+            ready = end[p] + delay
+            if ready > start[n] or cause[n] < 0:
+                start[n], cause[n] = max(ready, start[n]), p
+        end[n] = start[n] + instr_cost(spec, plan.ranks[r][i])
+    return _timeline(spec, plan, nodes, start, end, cause)
+
+
+def _predecessors(spec, dag, plan, nodes, ids, owner) -> list[list[tuple[int, float]]]:
+    """For each node: (node it waits for, delay after that node ends)."""
+    preds: list[list[tuple[int, float]]] = []
+    previous_on_rank: dict[int, int] = {}
+    for n, (r, i) in enumerate(nodes):
+        ps = [(previous_on_rank[r], 0.0)] if r in previous_on_rank else []
+        previous_on_rank[r] = n
+        for op in ops_of(plan.ranks[r][i], spec.split_backward):
+            for need in dag.predecessors(op):
+                m = owner[need]
+                if m == n:
+                    continue
+                delay = spec.cost(need.stage).comm if nodes[m][0] != r else 0.0
+                ps.append((m, delay))
+        preds.append(ps)
+    return preds
+
+
+def _timeline(spec, plan, nodes, start, end, cause) -> Timeline:
+    slots = [Slot(r, i, plan.ranks[r][i], start[n], end[n]) for n, (r, i) in enumerate(nodes)]
+    origin = min(start, default=0.0)
+    makespan = max(end, default=0.0) - origin
+    busy_of = [0.0] * len(plan.ranks)
+    for s in slots:
+        busy_of[s.rank] += s.end - s.start
+    ranks = []
+    for rank, row in enumerate(plan.ranks):
+        busy = busy_of[rank]
+        compute = tuple(x for x in row if x.is_compute)
+        ranks.append(RankStats(rank, busy, makespan - busy, peak_activations(spec, compute)))
+    path, n = [], max(range(len(nodes)), key=lambda k: end[k], default=-1)
+    while n >= 0:
+        path.append(slots[n])
+        n = cause[n]
+    return Timeline(tuple(slots), makespan, tuple(ranks), tuple(reversed(path)))

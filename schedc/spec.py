@@ -1,0 +1,376 @@
+"""The checked problem: `PipelineSpec`, built from a pipeline's AST with located semantic errors.
+
+A `PipelineSpec` is complete (every default filled in), frozen, and knows its placement:
+`rank_of(direction, stage)` and `stages_of(rank)`. Where each setting came from is kept beside it
+in `SpecSource` (not part of equality) so later passes can point at the user's text.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+
+from .errors import Diagnostic, Note, SchedError, Span, at
+from .ir import BACKWARD, COMPUTE, Instr, OpKind
+from .syntax import Block, OrderItem, PipelineAST, Setting
+
+FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
+SCHEDULES = FAMILIES + ("auto", "manual")
+PLACEMENTS = ("linear", "interleaved", "v", "bidirectional")
+
+# The placement each family runs on, and whether it needs the backward split into I and W.
+FAMILY_PLACEMENT = {"gpipe": "linear", "1f1b": "linear", "interleaved": "interleaved",
+                    "zb-h1": "linear", "zb-h2": "linear", "zbv": "v", "dualpipe": "bidirectional",
+                    "dualpipev": "v", "manual": "linear", "auto": "linear"}
+SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev"})
+OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev"})
+
+
+@dataclass(frozen=True, slots=True)
+class StageCost:
+    """Time of each op kind on one stage. `backward` is the full backward B = I + W."""
+
+    forward: float = 1
+    backward: float = 2
+    weight: float = 1
+    overlap: float | None = None  # F&B; None means forward + backward (no gain)
+    comm: float = 0  # transfer time of this stage's output (activation or gradient)
+
+    @property
+    def input_grad(self) -> float:
+        return self.backward - self.weight
+
+    @property
+    def overlap_cost(self) -> float:
+        return self.forward + self.backward if self.overlap is None else self.overlap
+
+
+@dataclass(frozen=True, slots=True)
+class SpecSource:
+    """Where the user wrote each setting and each hand-written token (for error messages)."""
+
+    file: str = "<spec>"
+    pipeline: Span | None = None
+    settings: tuple[tuple[str, Span], ...] = ()
+    order_tokens: tuple[tuple[tuple[int, int], Span], ...] = ()  # ((rank, index), span)
+    rank_lines: tuple[tuple[int, Span], ...] = ()
+    ast: PipelineAST | None = None  # what the user wrote, to re-check under another family
+
+    def span(self, key: str) -> Span | None:
+        return dict(self.settings).get(key)
+
+    def token(self, rank: int, index: int) -> Span | None:
+        return dict(self.order_tokens).get((rank, index))
+
+    def rank_line(self, rank: int) -> Span | None:
+        return dict(self.rank_lines).get(rank)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """A pipeline to schedule: sizes, placement, family, costs, memory, and an optional order."""
+
+    name: str
+    ranks: int
+    microbatches: int
+    schedule: str = "1f1b"
+    placement: str = "linear"
+    chunks: int = 1  # interleaved: stages per rank (v); V: 2; linear and bidirectional: 1
+    split_backward: bool = False
+    overlap: bool = False
+    costs: tuple[StageCost, ...] = ()
+    activations: tuple[float, ...] = ()
+    memory_limit: float | None = None
+    order: tuple[tuple[Instr, ...], ...] | None = None
+    source: SpecSource = field(default=SpecSource(), compare=False, hash=False)
+
+    @property
+    def num_stages(self) -> int:
+        """Stages per direction."""
+        return self.ranks * self.chunks
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.placement == "bidirectional" else 1
+
+    @property
+    def microbatches_per_direction(self) -> int:
+        return self.microbatches // self.directions
+
+    def rank_of(self, direction: int, stage: int) -> int:
+        """The rank that holds `stage` of `direction` (reference/schedules.md, Placements)."""
+        p = self.ranks
+        if self.placement == "v":
+            return stage if stage < p else 2 * p - 1 - stage
+        if self.placement == "bidirectional":
+            return stage if direction == 0 else p - 1 - stage
+        return stage % p
+
+    def stages_of(self, rank: int) -> tuple[tuple[int, int], ...]:
+        """(direction, stage) pairs held by `rank`, in stage order."""
+        return tuple((d, s) for d in range(self.directions) for s in range(self.num_stages)
+                     if self.rank_of(d, s) == rank)
+
+    def cost(self, stage: int) -> StageCost:
+        return self.costs[stage]
+
+    def compute_ops(self):
+        """Every DAG node: F, and B or I+W, for each direction, stage and microbatch."""
+        kinds = (OpKind.F, OpKind.I, OpKind.W) if self.split_backward else (OpKind.F, OpKind.B)
+        for d in range(self.directions):
+            for s in range(self.num_stages):
+                for j in range(self.microbatches_per_direction):
+                    for kind in kinds:
+                        yield Instr.compute(kind, d, s, j)
+
+
+def spec_to_json(spec: PipelineSpec) -> dict:
+    """The spec as JSON, for the plan's JSON form (costs per stage)."""
+    return {
+        "name": spec.name, "ranks": spec.ranks, "microbatches": spec.microbatches,
+        "schedule": spec.schedule, "placement": spec.placement, "chunks": spec.chunks,
+        "stages": spec.num_stages, "directions": spec.directions,
+        "split_backward": spec.split_backward, "overlap": spec.overlap,
+        "costs": [{"F": c.forward, "B": c.backward, "W": c.weight, "F&B": c.overlap_cost, "comm": c.comm}
+                  for c in spec.costs],
+        "activations": list(spec.activations), "memory_limit": spec.memory_limit,
+    }
+
+
+# ---- checking an AST into a spec --------------------------------------------------------------
+
+_TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap")
+_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
+_MEMORY_KEYS = ("activation", "limit")
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+
+
+def _err(message: str, span: Span | None, *notes: Note) -> SchedError:
+    return SchedError([Diagnostic(message, span, tuple(notes))])
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _unknown_key(setting: Setting, known, where: str) -> SchedError:
+    return _err(f"unknown {where} setting '{setting.key}'{_suggest(setting.key, known)} "
+                f"(known: {', '.join(known)})", setting.key_span)
+
+
+def _to_int(setting: Setting, minimum: int = 1) -> int:
+    try:
+        value = int(setting.value)
+    except ValueError:
+        raise _err(f"{setting.key} must be a whole number, got '{setting.value}'", setting.value_span) from None
+    if value < minimum:
+        raise _err(f"{setting.key} must be at least {minimum}, got {value}", setting.value_span)
+    return value
+
+
+def _to_number(setting: Setting) -> float:
+    try:
+        value = float(setting.value)
+    except ValueError:
+        raise _err(f"{setting.key} must be a number, got '{setting.value}'", setting.value_span) from None
+    if value < 0 or value != value or value == float("inf"):
+        raise _err(f"{setting.key} must be a finite number >= 0, got '{setting.value}'", setting.value_span)
+    return int(value) if value.is_integer() else value
+
+
+def _to_bool(setting: Setting) -> bool:
+    word = setting.value.lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise _err(f"{setting.key} must be true or false, got '{setting.value}'", setting.value_span)
+
+
+def _to_choice(setting: Setting, choices) -> str:
+    word = setting.value.lower()
+    if word not in choices:
+        raise _err(f"unknown {setting.key} '{setting.value}'{_suggest(word, choices)} "
+                   f"(one of: {', '.join(choices)})", setting.value_span)
+    return word
+
+
+def _unique(settings, what: str) -> dict[str, Setting]:
+    seen: dict[str, Setting] = {}
+    for s in settings:
+        if s.key in seen:
+            raise _err(f"{s.key} is set twice{what}", s.key_span,
+                       Note(f"first set here", seen[s.key].key_span))
+        seen[s.key] = s
+    return seen
+
+
+def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
+    settings = _unique(ast.settings, "")
+    for s in settings.values():
+        if s.key not in _TOP_KEYS:
+            raise _unknown_key(s, _TOP_KEYS, "pipeline")
+    for key in ("ranks", "microbatches"):
+        if key not in settings:
+            raise _err(f"pipeline '{ast.name}' does not say how many {key} it has; add `{key} = N`",
+                       ast.name_span)
+    return settings
+
+
+def _blocks(ast: PipelineAST, kind: str) -> Block | None:
+    found = [b for b in ast.blocks if b.kind == kind]
+    if len(found) > 1:
+        raise _err(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
+                   Note("first one here", found[0].span))
+    return found[0] if found else None
+
+
+def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults: dict) -> list[dict]:
+    """Per-stage dictionaries: the block's defaults, then each `stage N { }` override."""
+    base = dict(defaults)
+    if block is not None:
+        for key, s in _unique(block.settings, f" in the {block.kind} block").items():
+            if key not in keys:
+                raise _unknown_key(s, keys, block.kind)
+            base[key] = convert(s)
+    per_stage = [dict(base) for _ in range(num_stages)]
+    for override in (block.overrides if block else ()):
+        values = _unique(override.settings, " in this stage block")
+        for key, s in values.items():
+            if key not in keys or key == "limit":
+                raise _unknown_key(s, [k for k in keys if k != "limit"], f"per-stage {block.kind}")
+        for stage, span in override.stages:
+            if stage >= num_stages:
+                raise _err(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}",
+                           span)
+            per_stage[stage].update({k: convert(s) for k, s in values.items()})
+    return per_stage
+
+
+def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
+    block = _blocks(ast, "cost")
+    rows = _stage_values(block, tuple(_COST_KEYS), num_stages, _to_number, {})
+    costs = []
+    for stage, row in enumerate(rows):
+        cost = StageCost(**{_COST_KEYS[k]: v for k, v in row.items()})
+        if split and cost.weight > cost.backward:
+            raise _err(f"stage {stage}: W = {cost.weight} is larger than the full backward "
+                       f"B = {cost.backward}; B is the full backward (I + W), so W <= B",
+                       block.span if block else ast.name_span)
+        costs.append(cost)
+    return tuple(costs)
+
+
+def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None]:
+    block = _blocks(ast, "memory")
+    rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_number, {"activation": 1})
+    limit = rows[0].get("limit") if rows else None
+    return tuple(row["activation"] for row in rows), limit
+
+
+def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
+    placement = FAMILY_PLACEMENT[schedule]
+    if "placement" in settings:
+        placement = _to_choice(settings["placement"], PLACEMENTS)
+    chunks = {"linear": 1, "bidirectional": 1, "v": 2, "interleaved": 2}[placement]
+    if "chunks" in settings:
+        chunks = _to_int(settings["chunks"])
+        if placement != "interleaved" and chunks != {"v": 2}.get(placement, 1):
+            raise _err(f"chunks = {chunks} only applies to placement = interleaved "
+                       f"(placement is {placement})", settings["chunks"].value_span)
+        if placement == "interleaved" and chunks < 2:
+            raise _err("interleaved placement needs chunks >= 2", settings["chunks"].value_span)
+    return placement, chunks
+
+
+def check_pipeline(ast: PipelineAST) -> PipelineSpec:
+    """Check one pipeline's AST and build its spec; raises `SchedError` on the first problem."""
+    settings = _top_settings(ast)
+    if len(ast.orders) > 1:
+        raise _err("more than one order block; write every rank in one `order { }`",
+                   ast.orders[1].span, Note("first one here", ast.orders[0].span))
+    schedule = "manual" if ast.orders else "1f1b"
+    if "schedule" in settings:
+        schedule = _to_choice(settings["schedule"], SCHEDULES)
+        if ast.orders and schedule != "manual":
+            raise _err(f"schedule = {schedule} and a hand-written order both given; remove one "
+                       "(or write `schedule = manual`)", settings["schedule"].value_span,
+                       Note("the order is here", ast.orders[0].span))
+        if schedule == "manual" and not ast.orders:
+            raise _err("schedule = manual needs an `order { rank 0: ... }` block",
+                       settings["schedule"].value_span)
+    ranks, microbatches = _to_int(settings["ranks"]), _to_int(settings["microbatches"])
+    placement, chunks = _placement(settings, schedule)
+    split = schedule in SPLIT_FAMILIES
+    if "split_backward" in settings:
+        split = _to_bool(settings["split_backward"])
+    overlap = _to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
+    num_stages = ranks * chunks
+    activations, limit = _memory(ast, num_stages)
+    source = SpecSource(ast.name_span.file, ast.name_span,
+                        tuple((k, s.span) for k, s in settings.items()), ast=ast)
+    spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
+                        _costs(ast, num_stages, split), activations, limit, None, source)
+    if placement == "bidirectional" and microbatches % 2:
+        raise _err(f"a bidirectional pipeline splits its microbatches between two directions, so "
+                   f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
+    return _with_order(spec, ast) if ast.orders else spec
+
+
+def _with_order(spec: PipelineSpec, ast: PipelineAST) -> PipelineSpec:
+    lines: dict[int, tuple[OrderItem, ...]] = {}
+    tokens, line_spans = [], []
+    for line in ast.orders[0].lines:
+        if line.rank >= spec.ranks:
+            raise _err(f"rank {line.rank} does not exist: ranks = {spec.ranks}{at(spec.source.span('ranks'))} "
+                       f"(ranks are 0..{spec.ranks - 1})", line.rank_span)
+        if line.rank in lines:
+            raise _err(f"rank {line.rank} has two order lines; write each rank once", line.rank_span)
+        lines[line.rank] = line.items
+        line_spans.append((line.rank, line.rank_span))
+        for index, item in enumerate(line.items):
+            _check_token(spec, line.rank, item)
+            tokens.append(((line.rank, index), item.span))
+    order = tuple(tuple(item.instr for item in lines.get(r, ())) for r in range(spec.ranks))
+    source = replace(spec.source, order_tokens=tuple(tokens), rank_lines=tuple(line_spans))
+    return replace(spec, order=order, source=source)
+
+
+def _check_token(spec: PipelineSpec, rank: int, item: OrderItem) -> None:
+    instr = item.instr
+    parts = instr.parts if instr.kind is OpKind.OVERLAP else (instr,)
+    for part in parts:
+        if part.kind is OpKind.GRAD_SUM:
+            if spec.placement != "bidirectional":
+                raise _err("GRAD_SUM only exists in bidirectional pipelines (two replicas per stage)",
+                           item.span)
+        else:
+            _check_op_fields(spec, rank, part, item.span)
+        if part.peer >= spec.ranks:
+            raise _err(f"peer rank {part.peer} does not exist: ranks = {spec.ranks}"
+                       f"{at(spec.source.span('ranks'))}", item.span)
+    if instr.kind is OpKind.OVERLAP:
+        kinds = tuple(p.kind for p in parts)
+        if kinds[0] is not OpKind.F or kinds[1] not in (OpKind.B, OpKind.I):
+            raise _err("an overlapped pair is a forward and a backward, written F...&B... "
+                       f"(got {instr})", item.span)
+
+
+def _check_op_fields(spec: PipelineSpec, rank: int, op: Instr, span: Span) -> None:
+    if op.direction and spec.directions == 1:
+        raise _err(f"'{op}' names the second direction (trailing r), but placement = "
+                   f"{spec.placement} has one direction", span)
+    if op.stage >= spec.num_stages:
+        raise _err(f"stage {op.stage} used on rank {rank}, but this pipeline has stages "
+                   f"0..{spec.num_stages - 1} (ranks = {spec.ranks}{at(spec.source.span('ranks'))}, "
+                   f"placement {spec.placement})", span)
+    mb_count = spec.microbatches_per_direction
+    if op.microbatch >= mb_count:
+        per = " per direction" if spec.directions == 2 else ""
+        raise _err(f"microbatch {op.microbatch} used on rank {rank}, but there are {mb_count} "
+                   f"microbatches{per} (microbatches = {spec.microbatches}"
+                   f"{at(spec.source.span('microbatches'))}), numbered 0..{mb_count - 1}", span)
+    if op.kind in (OpKind.I, OpKind.W) and not spec.split_backward:
+        raise _err(f"'{op}' is a split backward op, but split_backward is off; "
+                   "add `split_backward = true` or write B", span)
+    if op.kind in COMPUTE and op.kind not in BACKWARD | {OpKind.F}:
+        raise _err(f"unknown op '{op}'", span)

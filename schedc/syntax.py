@@ -1,0 +1,299 @@
+"""From .sched text to an AST whose every node carries its source span.
+
+The grammar lives in `grammar/schedc.lark`, shipped inside the package as `schedc.grammar`.
+Lark's exceptions are caught here, once, and turned into located `SchedError`s; nothing past this
+module sees a lark exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import lark
+from lark import Lark, Token, Transformer
+
+from .errors import Diagnostic, SchedError, Span
+from .ir import Instr, parse_instr_token
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """`key = value` inside a pipeline, a cost or a memory block; `value` is the raw text."""
+
+    key: str
+    value: str
+    span: Span
+    key_span: Span
+    value_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StageOverride:
+    """`stage 0, 7 { F = 2 }`: settings that apply to the listed stages only."""
+
+    stages: tuple[tuple[int, Span], ...]
+    settings: tuple[Setting, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A `cost { ... }` or `memory { ... }` block."""
+
+    kind: str
+    settings: tuple[Setting, ...]
+    overrides: tuple[StageOverride, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    """One instruction token of a hand-written order, with its place."""
+
+    instr: Instr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RankLine:
+    """`rank 2: F2.0 F2.1 ...`"""
+
+    rank: int
+    rank_span: Span
+    items: tuple[OrderItem, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBlock:
+    """`order { rank 0: ...  rank 1: ... }`"""
+
+    lines: tuple[RankLine, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineAST:
+    """One `pipeline NAME { ... }` as written, before any checking."""
+
+    name: str
+    name_span: Span
+    settings: tuple[Setting, ...]
+    blocks: tuple[Block, ...]
+    orders: tuple[OrderBlock, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramAST:
+    """A whole .sched file."""
+
+    file: str
+    pipelines: tuple[PipelineAST, ...]
+
+
+@lru_cache(maxsize=None)
+def load_parser(start: str = "start") -> Lark:
+    """The LALR parser for the grammar shipped in the package (cached)."""
+    text = resources.files("schedc.grammar").joinpath("schedc.lark").read_text(encoding="utf-8")
+    return Lark(text, parser="lalr", start=start, propagate_positions=True, strict=_strict_ok())
+
+
+def _strict_ok() -> bool:
+    """Lark's strict mode checks terminal collisions with `interegular`; use it when installed."""
+    try:
+        import interegular  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Builder(Transformer):
+    """Builds AST dataclasses; one method per rule that needs a callback (explicit, no v_args)."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta_or_token) -> Span:
+        m = meta_or_token
+        return Span(self.file, m.line, m.column, m.end_line, m.end_column)
+
+    def __default__(self, data, children, meta):
+        raise AssertionError(f"grammar rule without a builder: {data}")
+
+    def start(self, children):
+        return ProgramAST(self.file, tuple(children))
+
+    def plan_text(self, children):
+        return tuple(children)
+
+    def _token_setting(self, key: Token, value: Token) -> Setting:
+        span = Span(self.file, key.line, key.column, value.end_line, value.end_column)
+        return Setting(str(key), str(value), span, self._span(key), self._span(value))
+
+    def setting(self, children):
+        return self._token_setting(children[0], children[1])
+
+    memory_setting = setting
+
+    def cost_setting(self, children):
+        return self._token_setting(children[0], children[1])
+
+    def plain_key(self, children):
+        return children[0]
+
+    overlap_key = plain_key
+
+    def stage_list(self, children):
+        return tuple((int(t), self._span(t)) for t in children)
+
+    def _override(self, children):
+        stages, *settings = children
+        first, last = stages[0][1], (settings[-1].span if settings else stages[-1][1])
+        span = Span(self.file, first.line, first.col, last.end_line, last.end_col)
+        return StageOverride(stages, tuple(settings), span)
+
+    cost_stage = _override
+    memory_stage = _override
+
+    def _block(self, kind, children, meta):
+        settings = tuple(c for c in children if isinstance(c, Setting))
+        overrides = tuple(c for c in children if isinstance(c, StageOverride))
+        return Block(kind, settings, overrides, self._span(meta))
+
+    def cost_block(self, children):
+        return ("cost", children)
+
+    def memory_block(self, children):
+        return ("memory", children)
+
+    def order_block(self, children):
+        return ("order", tuple(children))
+
+    def _item(self, instr: Instr, first: Token, last: Token) -> OrderItem:
+        return OrderItem(instr, Span(self.file, first.line, first.column, last.end_line, last.end_column))
+
+    def compute(self, children):
+        return self._item(parse_instr_token(str(children[0])), children[0], children[0])
+
+    comm = compute
+    grad_sum = compute
+
+    def overlap(self, children):
+        forward, backward = (parse_instr_token(str(t)) for t in children)
+        return self._item(Instr.overlap(forward, backward), children[0], children[1])
+
+    def rank_line(self, children):
+        rank_token, *items = children
+        last = items[-1].span if items else self._span(rank_token)
+        span = Span(self.file, rank_token.line, rank_token.column, last.end_line, last.end_col)
+        return RankLine(int(rank_token), self._span(rank_token), tuple(items), span)
+
+
+def _pipeline_from_tree(builder: _Builder, tree: lark.Tree) -> PipelineAST:
+    name_token, *statements = tree.children
+    built = [builder.transform(s) if isinstance(s, lark.Tree) else s for s in statements]
+    settings, blocks, orders = [], [], []
+    for stmt, raw in zip(built, statements):
+        if isinstance(stmt, Setting):
+            settings.append(stmt)
+        elif stmt[0] == "order":
+            orders.append(OrderBlock(stmt[1], builder._span(raw.meta)))
+        else:
+            blocks.append(builder._block(stmt[0], stmt[1], raw.meta))
+    return PipelineAST(
+        str(name_token), builder._span(name_token), tuple(settings), tuple(blocks), tuple(orders),
+        builder._span(tree.meta),
+    )
+
+
+def parse_program(text: str, file: str = "<input>") -> ProgramAST:
+    """Parse a whole .sched file into its AST; raises `SchedError` with a located message."""
+    tree = _parse_tree(text, file, "start")
+    builder = _Builder(file)
+    return ProgramAST(file, tuple(_pipeline_from_tree(builder, p) for p in tree.children))
+
+
+def parse_rank_lines(text: str, file: str = "<plan>") -> tuple[RankLine, ...]:
+    """Parse the printed text form of a plan (`rank R: tokens...` lines)."""
+    tree = _parse_tree(text, file, "plan_text")
+    return _Builder(file).transform(tree)
+
+
+def _parse_tree(text: str, file: str, start: str) -> lark.Tree:
+    try:
+        return load_parser(start).parse(text)
+    except lark.exceptions.UnexpectedInput as exc:
+        raise SchedError([_diagnostic_from_lark(exc, text, file)]) from None
+
+
+# Names a person understands for the grammar's terminals, used in "expected ..." lists.
+_TERMINAL_NAMES = {
+    "NAME": "a name", "VALUE": "a value", "INT": "a whole number", "EQUAL": "'='",
+    "LBRACE": "'{'", "RBRACE": "'}'", "COLON": "':'", "COMMA": "','", "AMPERSAND": "'&'",
+    "COMPUTE": "an op such as F0.3", "COMM": "a send/receive such as SEND_F0.3@1",
+    "GRAD_SUM": "GRAD_SUM@peer", "FB_KEY": "'F&B'", "PIPELINE": "'pipeline'",
+    "COST": "'cost'", "MEMORY": "'memory'", "ORDER": "'order'", "STAGE": "'stage'",
+    "RANK": "'rank'", "$END": "the end of the file",
+}
+
+# Common mistakes, each with bad examples; the parser state of a failure is matched against them
+# (lark's match_examples) and the human message shown instead of the generic one. A test parses
+# every example and checks it gets its message.
+COMMON_MISTAKES: dict[str, list[str]] = {
+    "a setting needs '=' between its name and its value, as in `ranks = 8`": [
+        "pipeline p { ranks 8 }",
+        "pipeline p { ranks: 8 }",
+        "pipeline p { cost { F 1 } }",
+    ],
+    "a file holds `pipeline NAME { ... }` blocks; put settings inside one": [
+        "ranks = 8",
+        "schedule = 1f1b",
+    ],
+    "an op is KIND STAGE.MICROBATCH, as in F0.3 (forward of stage 0, microbatch 3)": [
+        "pipeline p { order { rank 0: F0 } }",
+        "pipeline p { order { rank 0: F0,3 } }",
+        "pipeline p { order { rank 0: X0.3 } }",
+    ],
+    "an order line starts with `rank N:`, as in `rank 0: F0.0 B0.0`": [
+        "pipeline p { order { F0.0 } }",
+        "pipeline p { order { rank 0 F0.0 } }",
+    ],
+    "a value is one word or number; quotes are not needed": [
+        'pipeline p { schedule = "1f1b" }',
+    ],
+}
+
+
+def _friendly_message(exc: lark.exceptions.UnexpectedInput, text: str) -> str | None:
+    try:
+        return exc.match_examples(load_parser("start").parse, COMMON_MISTAKES, use_accepts=True)
+    except Exception:  # match_examples re-parses the examples; never let it mask the real error
+        return None
+
+
+def _expected_list(exc: lark.exceptions.UnexpectedInput) -> str:
+    expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    names = sorted({_TERMINAL_NAMES.get(t, repr(t)) for t in expected})
+    return ", ".join(names) if names else "something else"
+
+
+def _diagnostic_from_lark(exc: lark.exceptions.UnexpectedInput, text: str, file: str) -> Diagnostic:
+    line, col = max(1, exc.line if exc.line != -1 else 1), max(1, exc.column if exc.column != -1 else 1)
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        found = repr(text[exc.pos_in_stream]) if exc.pos_in_stream < len(text) else "end of input"
+        width = 1
+    elif isinstance(exc, lark.exceptions.UnexpectedEOF) or exc.token.type == "$END":
+        lines = text.splitlines() or [""]
+        line, col, found, width = len(lines), len(lines[-1]) + 1, "the end of the file", 1
+    else:
+        found, width = repr(str(exc.token)), max(1, len(str(exc.token)))
+    span = Span(file, line, col, line, col + width)
+    friendly = _friendly_message(exc, text)
+    message = f"unexpected {found}; expected {_expected_list(exc)}"
+    if friendly:
+        message = f"{friendly} (found {found})"
+    return Diagnostic(message, span)
