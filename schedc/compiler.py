@@ -46,8 +46,28 @@ def compile_spec(spec: PipelineSpec) -> Compiled:
         if spec.order is not None:  # hand-written: report problems at the user's tokens
             _raise_problems(spec, rows, verify_order(spec, dag, rows), located=True)
         plan = lower_comm(spec, dag, rows)
-    _raise_problems(spec, plan.ranks, verify_plan(spec, dag, plan), located=spec.order is not None)
+    problems = verify_plan(spec, dag, plan)
+    if spec.order is None:
+        _raise_memory_problems(spec, plan, problems)
+    _raise_problems(spec, plan.ranks, problems, located=spec.order is not None)
     return Compiled(spec, dag, order, plan)
+
+
+def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Problem]) -> None:
+    """A family's plan over the memory limit is the pipeline's problem, not the compiler's:
+    report it at `limit`, with the rank's peak."""
+    from .memory import peak_activations
+
+    over = [p for p in problems if p.check == "memory"]
+    if not over:
+        return
+    rank = over[0].where[0]
+    peak = peak_activations(spec, tuple(x for x in plan.ranks[rank] if x.is_compute))
+    raise SchedError([Diagnostic(
+        f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
+        f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
+        "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
+        detail=format_grid(plan.ranks, focus=over[0].where))])
 
 
 def _has_comm(rows) -> bool:

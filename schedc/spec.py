@@ -260,11 +260,13 @@ def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, .
     return tuple(costs)
 
 
-def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None]:
+def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None, Span | None]:
+    """Activation size per stage, the per-rank limit (None: no limit), and where the limit is."""
     block = _blocks(ast, "memory")
     rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_number, {"activation": 1})
     limit = rows[0].get("limit") if rows else None
-    return tuple(row["activation"] for row in rows), limit
+    limit_span = next((s.span for s in block.settings if s.key == "limit"), None) if block else None
+    return tuple(row["activation"] for row in rows), limit, limit_span
 
 
 def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
@@ -305,9 +307,9 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
         split = _to_bool(settings["split_backward"])
     overlap = _to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
     num_stages = ranks * chunks
-    activations, limit = _memory(ast, num_stages)
-    source = SpecSource(ast.name_span.file, ast.name_span,
-                        tuple((k, s.span) for k, s in settings.items()), ast=ast)
+    activations, limit, limit_span = _memory(ast, num_stages)
+    spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
+    source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
                         _costs(ast, num_stages, split), activations, limit, None, source)
     if placement == "bidirectional" and microbatches % 2:

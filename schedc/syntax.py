@@ -284,16 +284,18 @@ def _expected_list(exc: lark.exceptions.UnexpectedInput) -> str:
 def _diagnostic_from_lark(exc: lark.exceptions.UnexpectedInput, text: str, file: str) -> Diagnostic:
     line, col = max(1, exc.line if exc.line != -1 else 1), max(1, exc.column if exc.column != -1 else 1)
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
-        found = repr(text[exc.pos_in_stream]) if exc.pos_in_stream < len(text) else "end of input"
+        found = repr(text[exc.pos_in_stream]) if exc.pos_in_stream < len(text) else "end of file"
         width = 1
     elif isinstance(exc, lark.exceptions.UnexpectedEOF) or exc.token.type == "$END":
         lines = text.splitlines() or [""]
-        line, col, found, width = len(lines), len(lines[-1]) + 1, "the end of the file", 1
+        line, col, found, width = len(lines), len(lines[-1]) + 1, "end of file", 1
     else:
         found, width = repr(str(exc.token)), max(1, len(str(exc.token)))
     span = Span(file, line, col, line, col + width)
     friendly = _friendly_message(exc, text)
     message = f"unexpected {found}; expected {_expected_list(exc)}"
+    if found == "end of file" and "'}'" in _expected_list(exc):
+        message += " (a '}' is missing)"
     if friendly:
         message = f"{friendly} (found {found})"
     return Diagnostic(message, span)

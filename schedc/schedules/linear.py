@@ -70,6 +70,12 @@ def build_zb_h1(spec: PipelineSpec) -> ComputeOrder:
 
 
 def build_zb_h2(spec: PipelineSpec) -> ComputeOrder:
-    """ZB-H2: ZB-H1 with p-1 more warm-up forwards on every rank, to fill the start-up bubble."""
+    """ZB-H2: on rank s, 2(p-1-s) warm-up forwards (twice 1F1B's) and W(j) after I(j+2s).
+
+    Every rank then holds 2p-1 activations at its peak, and the W's each rank keeps back
+    (2s+1 at the end) cover the time the last input gradients take to travel back to rank 0,
+    so the bubble is (p-1)(F+B-3W), but never below the (p-1)F that the last rank must wait
+    for its first input (docs/schedules.md).
+    """
     p, m = spec.ranks, spec.microbatches
-    return ComputeOrder(tuple(tuple(_zero_bubble_row(s, m, 2 * p - s - 2, s)) for s in range(p)))
+    return ComputeOrder(tuple(tuple(_zero_bubble_row(s, m, 2 * (p - 1 - s), 2 * s)) for s in range(p)))

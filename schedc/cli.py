@@ -1,0 +1,252 @@
+"""The `schedc` command line: compile, simulate, check, compare.
+
+Bad input never produces a traceback: every `SchedError` is printed with its place and a caret,
+and the exit status is 1 (2 for a usage error, as argparse does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .closed_forms import closed_form, parameter_copies
+from .compiler import Compiled, compile_spec, with_family
+from .errors import Diagnostic, SchedError, SourceFile, render_error
+from .grid import format_grid
+from .ir import format_plan_text, plan_to_json
+from .simulate import Timeline, simulate
+from .spec import FAMILIES, PipelineSpec, check_pipeline, spec_to_json
+from .syntax import parse_program
+
+
+class UsageError(Exception):
+    """A problem with the command line or the files it names (not with .sched text)."""
+
+
+def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    source = SourceFile(path, text)
+    try:
+        specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+    except SchedError as error:
+        error.source = source
+        raise
+    if not specs:
+        raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
+                                     "microbatches = 8 schedule = 1f1b }`", None)])
+    return source, specs
+
+
+def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[PipelineSpec]:
+    if name is not None:
+        chosen = [s for s in specs if s.name == name]
+        if not chosen:
+            raise UsageError(f"no pipeline named '{name}' (the file has: "
+                             f"{', '.join(s.name for s in specs)})")
+        return chosen
+    if single and len(specs) > 1:
+        raise UsageError(f"the file has {len(specs)} pipelines ({', '.join(s.name for s in specs)}); "
+                         "pick one with --pipeline NAME")
+    return specs
+
+
+def _write(text: str, output: str | None, inputs: list[str]) -> None:
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        return
+    out = Path(output)
+    if any(out.resolve() == Path(i).resolve() for i in inputs):
+        raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def _header(spec: PipelineSpec, many: bool) -> str:
+    return f"# pipeline {spec.name}\n" if many else ""
+
+
+def cmd_compile(args) -> int:
+    _source, specs = _load(args.file)
+    specs = _select(specs, args.pipeline, single=args.format == "json")
+    chunks = []
+    for spec in specs:
+        compiled = compile_spec(spec)
+        chunks.append(_header(spec, len(specs) > 1) + _format_compiled(compiled, args))
+    _write("".join(chunks), args.output, [args.file])
+    return 0
+
+
+def _format_compiled(compiled: Compiled, args) -> str:
+    if args.dump == "dag":
+        edges = sorted(compiled.dag.graph.edges(data="cross_rank"), key=lambda e: (e[1], e[0]))
+        return "".join(f"{a} -> {b}{' (cross-rank)' if cross else ''}\n" for a, b, cross in edges)
+    if args.dump == "order":
+        return format_plan_text(compiled.order)
+    if args.format == "json":
+        return json.dumps(plan_to_json(compiled.plan, spec_to_json(compiled.spec)), indent=1) + "\n"
+    if args.format == "grid":  # compute instructions only, to stay compact
+        return format_grid(tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks))
+    return format_plan_text(compiled.plan)
+
+
+def _timeline_table(spec: PipelineSpec, timeline: Timeline) -> str:
+    lines = [f"pipeline {spec.name}: {spec.schedule}, {spec.ranks} ranks, {spec.microbatches} "
+             f"microbatches, {spec.num_stages * spec.directions} stage replicas",
+             f"makespan      {timeline.makespan:g}",
+             f"bubble        {timeline.bubble:g} (largest idle time of a rank)",
+             f"bubble ratio  {timeline.bubble_ratio:.4f} (idle / (ranks x makespan))",
+             "", f"{'rank':>4} {'busy':>10} {'idle':>10} {'peak activations':>17}"]
+    for r in timeline.ranks:
+        lines.append(f"{r.rank:>4} {r.busy:>10g} {r.idle:>10g} {r.peak_activations:>17g}")
+    path = " ".join(f"{s.instr}@{s.rank}" for s in timeline.critical_path)
+    lines += ["", f"critical path ({len(timeline.critical_path)} instructions): {path}"]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_simulate(args) -> int:
+    _source, specs = _load(args.file)
+    specs = _select(specs, args.pipeline, single=args.json)
+    out = []
+    for spec in specs:
+        compiled = compile_spec(spec)
+        timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+        if args.json:
+            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json()}
+            out.append(json.dumps(obj, indent=1) + "\n")
+        else:
+            out.append(_timeline_table(compiled.spec, timeline))
+    sys.stdout.write("\n".join(out))
+    return 0
+
+
+def cmd_check(args) -> int:
+    status = 0
+    for path in args.files:
+        try:
+            _source, specs = _load(path)
+            for spec in specs:
+                compile_spec(spec)
+            print(f"{path}: ok ({len(specs)} pipeline{'s' if len(specs) != 1 else ''})")
+        except SchedError as error:
+            _print_error(error, path)
+            status = 1
+    return status
+
+
+def _compare_row(spec: PipelineSpec) -> dict:
+    compiled = compile_spec(spec)
+    timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+    form = closed_form(compiled.spec)
+    return {"family": spec.schedule, "ranks": spec.ranks, "stages": spec.num_stages,
+            "makespan": timeline.makespan, "bubble": timeline.bubble,
+            "closed_form": form.bubble, "closed_form_exact": form.exact, "formula": form.formula,
+            "bubble_ratio": timeline.bubble_ratio,
+            "peak_activations": max(r.peak_activations for r in timeline.ranks),
+            "parameter_copies": parameter_copies(spec)}
+
+
+def cmd_compare(args) -> int:
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    families = [f.strip() for f in args.schedules.split(",")] if args.schedules else list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    rows, skipped = [], []
+    for family in families:
+        try:
+            rows.append(_compare_row(with_family(spec, family)))
+        except SchedError as error:
+            skipped.append((family, error.diagnostics[0].message))
+    if args.json:
+        print(json.dumps({"pipeline": spec.name, "rows": rows,
+                          "skipped": [{"family": f, "reason": r} for f, r in skipped]}, indent=1))
+        return 0
+    print(_compare_table(spec, rows, skipped), end="")
+    return 0
+
+
+def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
+    head = (f"{'family':<11} {'stages':>6} {'makespan':>9} {'bubble':>8} {'closed form':>12} "
+            f"{'ratio':>7} {'peak act':>9} {'params':>7}  formula")
+    lines = [f"pipeline {spec.name}: {spec.ranks} ranks, {spec.microbatches} microbatches "
+             "(bubble = largest idle time of a rank; params = per rank, x model/ranks)", head]
+    for r in rows:
+        form = "-" if r["closed_form"] is None else f"{r['closed_form']:g}"
+        if r["closed_form"] is not None and not r["closed_form_exact"]:
+            form = f"<={form}"
+        lines.append(f"{r['family']:<11} {r['stages']:>6} {r['makespan']:>9g} {r['bubble']:>8g} "
+                     f"{form:>12} {r['bubble_ratio']:>7.4f} {r['peak_activations']:>9g} "
+                     f"{r['parameter_copies']:>6g}x  {r['formula']}")
+    for family, reason in skipped:
+        lines.append(f"{family:<11} skipped: {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schedc", description="A compiler for pipeline-parallel "
+                                     "training schedules (.sched files).")
+    parser.add_argument("--version", action="version", version=f"schedc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="print the verified per-rank instruction lists")
+    p.add_argument("file")
+    p.add_argument("--pipeline", help="the pipeline to compile when the file has several")
+    p.add_argument("--format", choices=("text", "json", "grid"), default="text")
+    p.add_argument("--dump", choices=("dag", "order"), help="print an intermediate value instead: "
+                   "the dependency DAG, or the family's compute order before fusion and lowering")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("simulate", help="predict makespan, bubble and per-rank busy/idle/memory")
+    p.add_argument("file")
+    p.add_argument("--pipeline")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("check", help="verify files; exit 0 when all are fine, 1 otherwise")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compare", help="the same pipeline under several families, side by side")
+    p.add_argument("file")
+    p.add_argument("--pipeline")
+    p.add_argument("--schedules", help=f"comma-separated families (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def _print_error(error: SchedError, path: str | None = None) -> None:
+    source = getattr(error, "source", None)
+    if source is None and path:
+        try:
+            source = SourceFile(path, Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            source = None
+    print(render_error(error, source), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SchedError as error:
+        _print_error(error, getattr(args, "file", None))
+        return 1
+    except UsageError as error:
+        print(f"schedc: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
