@@ -1,0 +1,51 @@
+"""Write a spec (and optionally an order) back as .sched text that parses to the same spec.
+
+`format_pipeline(spec, rows)` is how a compiled plan becomes a hand-written order: every setting
+is written out explicitly, so the text means the same whatever the defaults become.
+"""
+
+from __future__ import annotations
+
+from .ir import Instr, Plan, format_plan_text
+from .spec import PipelineSpec, StageCost
+
+_COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "overlap"), ("comm", "comm"))
+
+
+def _cost_items(cost: StageCost, base: StageCost | None = None) -> str:
+    items = []
+    for key, name in _COST_FIELDS:
+        value = getattr(cost, name)
+        if value is None or (base is not None and getattr(base, name) == value):
+            continue
+        items.append(f"{key} = {value:g}")
+    return "  ".join(items)
+
+
+def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | None = None) -> str:
+    """A `pipeline` block for `spec`; with `rows`, `schedule = manual` and `order { rows }`."""
+    base = spec.costs[0]
+    lines = [f"pipeline {spec.name} {{",
+             f"  ranks = {spec.ranks}",
+             f"  microbatches = {spec.microbatches}",
+             f"  placement = {spec.placement}"]
+    if spec.placement == "interleaved":
+        lines.append(f"  chunks = {spec.chunks}")
+    lines += [f"  schedule = {'manual' if rows is not None else spec.schedule}",
+              f"  split_backward = {str(spec.split_backward).lower()}",
+              f"  overlap = {str(spec.overlap).lower()}",
+              "  cost {", f"    {_cost_items(base)}"]
+    lines += [f"    stage {s} {{ {_cost_items(c, base)} }}" for s, c in enumerate(spec.costs) if c != base]
+    lines += ["  }", "  memory {", f"    activation = {spec.activations[0]:g}"]
+    if spec.memory_limit is not None:
+        lines.append(f"    limit = {spec.memory_limit:g}")
+    lines += [f"    stage {s} {{ activation = {a:g} }}" for s, a in enumerate(spec.activations)
+              if a != spec.activations[0]]
+    lines.append("  }")
+    if rows is not None:
+        lines.append("  order {")
+        lines += [f"    {line}" for line in format_plan_text(Plan(rows)).splitlines()]
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
