@@ -61,13 +61,15 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     over = [p for p in problems if p.check == "memory"]
     if not over:
         return
-    rank = over[0].where[0]
-    peak = peak_activations(spec, tuple(x for x in plan.ranks[rank] if x.is_compute))
+    rank, index = over[0].where
+    rows = tuple(tuple(x for x in row if x.is_compute) for row in plan.ranks)
+    compute_index = sum(1 for x in plan.ranks[rank][:index] if x.is_compute)
+    peak = peak_activations(spec, rows[rank])
     raise SchedError([Diagnostic(
         f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
         f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
         "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
-        detail=format_grid(plan.ranks, focus=over[0].where))])
+        detail=format_grid(rows, focus=(rank, compute_index)))])
 
 
 def _has_comm(rows) -> bool:

@@ -257,6 +257,8 @@ COMMON_MISTAKES: dict[str, list[str]] = {
         "pipeline p { order { rank 0: F0 } }",
         "pipeline p { order { rank 0: F0,3 } }",
         "pipeline p { order { rank 0: X0.3 } }",
+        "pipeline p { order { rank 0: F0.0 F0,1 } }",
+        "pipeline p { order { rank 0: F0.0 F1 } }",
     ],
     "an order line starts with `rank N:`, as in `rank 0: F0.0 B0.0`": [
         "pipeline p { order { F0.0 } }",
@@ -268,11 +270,19 @@ COMMON_MISTAKES: dict[str, list[str]] = {
 }
 
 
+_OP_SHAPE = next(m for m in COMMON_MISTAKES if m.startswith("an op is"))
+
+
 def _friendly_message(exc: lark.exceptions.UnexpectedInput, text: str) -> str | None:
     try:
-        return exc.match_examples(load_parser("start").parse, COMMON_MISTAKES, use_accepts=True)
+        message = exc.match_examples(load_parser("start").parse, COMMON_MISTAKES, use_accepts=True)
     except Exception:  # match_examples re-parses the examples; never let it mask the real error
-        return None
+        message = None
+    expected = getattr(exc, "expected", None) or set()
+    token = getattr(exc, "token", None)
+    if message is None and "COMPUTE" in expected and token is not None and token.type in ("VALUE", "NAME"):
+        message = _OP_SHAPE  # a malformed op inside an order, wherever it stands on the line
+    return message
 
 
 def _expected_list(exc: lark.exceptions.UnexpectedInput) -> str:

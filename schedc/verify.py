@@ -231,6 +231,8 @@ def _check_comm(spec: PipelineSpec, dag: Dag, plan: Plan, owner: dict[Instr, Whe
     """Pairing, channel order, dependencies through transfers, GRAD_SUM; and the
     happens-before edges (send -> receive, GRAD_SUM both ways) for the deadlock check."""
     where, channels, problems = _comm_positions(spec, plan)
+    if problems:  # malformed transfers: the checks below would only repeat them
+        return problems, []
     edges: list[tuple[Where, Where]] = []
     for (rank, instr), w in where.items():
         if instr.kind in SENDS:
