@@ -20,6 +20,7 @@ from .ir import format_plan_text, plan_to_json
 from .simulate import Timeline, simulate
 from .spec import FAMILIES, PipelineSpec, check_pipeline, spec_to_json
 from .syntax import parse_program
+from .writer import format_pipeline
 
 
 class UsageError(Exception):
@@ -91,6 +92,8 @@ def _format_compiled(compiled: Compiled, args) -> str:
         return format_plan_text(compiled.order)
     if args.format == "json":
         return json.dumps(plan_to_json(compiled.plan, spec_to_json(compiled.spec)), indent=1) + "\n"
+    if args.format == "sched":  # a whole pipeline whose hand-written order is this plan
+        return format_pipeline(compiled.spec, compiled.plan.ranks)
     if args.format == "grid":  # compute instructions only, to stay compact
         return format_grid(tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks))
     return format_plan_text(compiled.plan)
@@ -199,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="print the verified per-rank instruction lists")
     p.add_argument("file")
     p.add_argument("--pipeline", help="the pipeline to compile when the file has several")
-    p.add_argument("--format", choices=("text", "json", "grid"), default="text")
+    p.add_argument("--format", choices=("text", "json", "grid", "sched"), default="text",
+                   help="text: one line per rank; json: the versioned JSON form; grid: a step x rank "
+                   "table of compute ops; sched: a .sched pipeline with this plan as its order")
     p.add_argument("--dump", choices=("dag", "order"), help="print an intermediate value instead: "
                    "the dependency DAG, or the family's compute order before fusion and lowering")
     p.add_argument("-o", "--output", help="write here instead of standard output")
