@@ -86,8 +86,10 @@ def cmd_compile(args) -> int:
 
 def _format_compiled(compiled: Compiled, args) -> str:
     if args.dump == "dag":
-        edges = sorted(compiled.dag.graph.edges(data="cross_rank"), key=lambda e: (e[1], e[0]))
-        return "".join(f"{a} -> {b}{' (cross-rank)' if cross else ''}\n" for a, b, cross in edges)
+        dag = compiled.dag
+        edges = sorted(dag.edges(), key=lambda e: (e[1], e[0]))
+        return "".join(f"{a} -> {b}{' (cross-rank)' if dag.is_cross_rank(a, b) else ''}\n"
+                       for a, b in edges)
     if args.dump == "order":
         return format_plan_text(compiled.order)
     if args.format == "json":

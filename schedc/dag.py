@@ -1,13 +1,14 @@
 """The dependency DAG of compute ops; the only module that imports networkx.
 
 Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch. Edges are
-the data dependencies of reference/schedules.md, each tagged `cross_rank` when producer and
-consumer live on different ranks (a point-to-point transfer) or not (a local hand-over).
+the data dependencies of reference/schedules.md; `Dag.is_cross_rank` tells a point-to-point
+transfer (producer and consumer on different ranks) from a local hand-over.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Iterable
 
 import networkx as nx
@@ -18,29 +19,43 @@ from .spec import PipelineSpec
 
 @dataclass(frozen=True)
 class Dag:
-    """A built DAG: the graph plus the spec it was built from."""
+    """A built DAG: the spec it was built from and each op's direct predecessors (the passes walk
+    those in their hot loops); the networkx graph is made on first use of `graph`."""
 
     spec: PipelineSpec
-    graph: nx.DiGraph
+    preds: dict[Instr, tuple[Instr, ...]]
 
-    def predecessors(self, op: Instr) -> Iterable[Instr]:
-        return self.graph.pred[op]
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.preds)
+        graph.add_edges_from(self.edges())
+        return graph
+
+    def predecessors(self, op: Instr) -> tuple[Instr, ...]:
+        return self.preds[op]
 
     def successors(self, op: Instr) -> Iterable[Instr]:
         return self.graph.succ[op]
 
     def is_cross_rank(self, producer: Instr, consumer: Instr) -> bool:
-        return self.graph.edges[producer, consumer]["cross_rank"]
+        """True when the edge is a point-to-point transfer (the ops live on different ranks)."""
+        rank_of = self.spec.rank_of
+        return rank_of(producer.direction, producer.stage) != rank_of(consumer.direction, consumer.stage)
+
+    def edges(self) -> Iterable[tuple[Instr, Instr]]:
+        """Every (producer, consumer) edge."""
+        return ((p, c) for c, ps in self.preds.items() for p in ps)
 
     def depends(self, later: Instr, earlier: Instr) -> bool:
         """True when `later` needs `earlier`, directly or through other ops."""
         return nx.has_path(self.graph, earlier, later)
 
     def __contains__(self, op: Instr) -> bool:
-        return op in self.graph
+        return op in self.preds
 
     def __len__(self) -> int:
-        return self.graph.number_of_nodes()
+        return len(self.preds)
 
 
 def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
@@ -60,17 +75,7 @@ def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
 
 def build_dag(spec: PipelineSpec) -> Dag:
     """Build the DAG of `spec`'s compute ops. Pure: the spec is not changed."""
-    graph = nx.DiGraph()
-    ops = list(spec.compute_ops())
-    graph.add_nodes_from(ops)
-    edges = []
-    for op in ops:
-        consumer_rank = spec.rank_of(op.direction, op.stage)
-        for need in dependencies(spec, op):
-            cross = spec.rank_of(need.direction, need.stage) != consumer_rank
-            edges.append((need, op, {"cross_rank": cross}))
-    graph.add_edges_from(edges)
-    return Dag(spec, graph)
+    return Dag(spec, {op: tuple(dependencies(spec, op)) for op in spec.compute_ops()})
 
 
 def find_cycle(edges: Iterable[tuple[object, object]]) -> list[object] | None:
@@ -97,14 +102,25 @@ def topological_order(nodes: Iterable[object], edges: Iterable[tuple[object, obj
 
 def ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
     """The DAG nodes an instruction executes. A full `B` in a split pipeline runs its `I` and `W`
-    together; an OVERLAP runs the ops of both its parts; communication runs none."""
-    if instr.kind is OpKind.OVERLAP:
-        return tuple(op for part in instr.parts for op in ops_of(part, split_backward))
-    if instr.kind is OpKind.B and split_backward:
+    together; an OVERLAP runs the ops of both its parts; communication runs none.
+    (Cached: every pass asks this of every instruction.)"""
+    return _ops_of(instr, split_backward)
+
+
+@lru_cache(maxsize=1 << 20)
+def _ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
+    kind = instr.kind
+    if kind is OpKind.OVERLAP:
+        forward, backward = instr.parts
+        return _ops_of(forward, split_backward) + _ops_of(backward, split_backward)
+    if kind is OpKind.B and split_backward:
         return (instr.with_kind(OpKind.I), instr.with_kind(OpKind.W))
-    if instr.kind in (OpKind.F, OpKind.B, OpKind.I, OpKind.W):
+    if kind in _COMPUTE_KINDS:
         return (instr,)
     return ()
+
+
+_COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
 
 
 def independent(a: Instr, b: Instr) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class OpKind(Enum):
@@ -30,6 +31,10 @@ class OpKind(Enum):
     RECV_B = "RECV_B"  # receive the next stage's input gradient
     GRAD_SUM = "GRAD_SUM"  # sum weight gradients with the rank holding the other replicas (DualPipe)
 
+    # Members are singletons compared by identity, so identity hashing is consistent; it runs in C,
+    # where Enum's own __hash__ runs Python code (instructions are hashed millions of times).
+    __hash__ = object.__hash__
+
 
 COMPUTE = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
 BACKWARD = frozenset({OpKind.B, OpKind.I, OpKind.W})
@@ -38,12 +43,13 @@ RECVS = frozenset({OpKind.RECV_F, OpKind.RECV_B})
 COMM = SENDS | RECVS | {OpKind.GRAD_SUM}
 
 
-@dataclass(frozen=True, slots=True)
-class Instr:
-    """One instruction of a rank's list.
+class Instr(NamedTuple):
+    """One instruction of a rank's list: immutable and hashable (a DAG node as it is).
 
     Compute kinds use `direction`, `stage`, `microbatch`; OVERLAP holds its forward and backward
     in `parts`; SEND/RECV use the stage on *this* rank plus `peer`; GRAD_SUM only `peer`.
+    A NamedTuple rather than a frozen dataclass: hashing and comparing run in C, and the passes
+    hash instructions millions of times on large pipelines (benchmarks/compile_speed.py).
     """
 
     kind: OpKind
@@ -51,7 +57,7 @@ class Instr:
     stage: int = -1
     microbatch: int = -1
     peer: int = -1
-    parts: tuple["Instr", ...] = ()
+    parts: tuple = ()
 
     def __lt__(self, other: "Instr") -> bool:  # Enum members do not order; order by text instead
         return _sort_key(self) < _sort_key(other)
@@ -71,6 +77,9 @@ class Instr:
 
     def with_kind(self, kind: OpKind) -> "Instr":
         return Instr(kind, self.direction, self.stage, self.microbatch, self.peer, self.parts)
+
+    def __repr__(self) -> str:
+        return f"Instr({format_instr(self)})"
 
     def __str__(self) -> str:
         return format_instr(self)

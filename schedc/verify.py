@@ -34,12 +34,17 @@ class Problem:
 
 
 def _owner_map(spec: PipelineSpec, rows) -> tuple[dict[Instr, Where], list[Problem]]:
-    """Where each DAG op runs; problems for ops run twice."""
+    """Where each DAG op runs; problems for ops run twice or on the wrong rank."""
     owner: dict[Instr, Where] = {}
     problems = []
+    rank_of = spec.rank_of
     for rank, row in enumerate(rows):
         for index, instr in enumerate(row):
             for op in ops_of(instr, spec.split_backward):
+                if rank_of(op.direction, op.stage) != rank:
+                    problems.append(Problem("placement", f"{op} is on rank {rank}, but stage "
+                                            f"{op.stage} lives on rank {rank_of(op.direction, op.stage)}",
+                                            (rank, index)))
                 if op in owner:
                     problems.append(Problem("coverage", f"{op} runs twice (first on rank "
                                             f"{owner[op][0]}, position {owner[op][1]})",
@@ -49,21 +54,11 @@ def _owner_map(spec: PipelineSpec, rows) -> tuple[dict[Instr, Where], list[Probl
     return owner, problems
 
 
-def _check_placement(spec: PipelineSpec, rows) -> list[Problem]:
-    problems = []
-    for rank, row in enumerate(rows):
-        for index, instr in enumerate(row):
-            for op in ops_of(instr, spec.split_backward):
-                home = spec.rank_of(op.direction, op.stage)
-                if home != rank:
-                    problems.append(Problem("placement", f"{op} is on rank {rank}, but stage "
-                                            f"{op.stage} lives on rank {home}", (rank, index)))
-    return problems
-
-
 def _check_coverage(spec: PipelineSpec, dag: Dag, owner: dict[Instr, Where]) -> list[Problem]:
+    if len(owner) == len(dag.preds) and all(op in dag.preds for op in owner):
+        return []
     problems = []
-    for op in dag.graph:
+    for op in dag.preds:
         if op not in owner:
             home = spec.rank_of(op.direction, op.stage)
             problems.append(Problem("coverage", f"{op} never runs (it belongs on rank {home})",
@@ -127,11 +122,10 @@ def _deadlock(spec, rows, extra_edges) -> list[Problem]:
 def verify_order(spec: PipelineSpec, dag: Dag, rows) -> list[Problem]:
     """Check per-rank compute lists (no communication) against the DAG; [] when all is well."""
     owner, problems = _owner_map(spec, rows)
-    problems += _check_placement(spec, rows) + _check_coverage(spec, dag, owner)
-    problems += _check_overlaps(rows)
+    problems += _check_coverage(spec, dag, owner) + _check_overlaps(rows)
     if problems:
         return problems[:MAX_PROBLEMS]
-    edges = [(owner[p], owner[c]) for p, c in dag.graph.edges]
+    edges = [(owner[p], owner[c]) for p, c in dag.edges()]
     problems += _deadlock(spec, rows, edges) or _check_memory(spec, rows)
     return problems[:MAX_PROBLEMS]
 
@@ -150,8 +144,7 @@ def verify_plan(spec: PipelineSpec, dag: Dag, plan: Plan) -> list[Problem]:
     """Check a whole plan, communication included; [] when all is well."""
     rows, index_maps = compute_rows(plan)
     owner, problems = _owner_map(spec, rows)
-    problems += _check_placement(spec, rows) + _check_coverage(spec, dag, owner)
-    problems += _check_overlaps(rows)
+    problems += _check_coverage(spec, dag, owner) + _check_overlaps(rows)
     problems = [_remap(p, index_maps) for p in problems]
     if problems:
         return problems[:MAX_PROBLEMS]
@@ -159,10 +152,44 @@ def verify_plan(spec: PipelineSpec, dag: Dag, plan: Plan) -> list[Problem]:
     comm_problems, hb_edges = _check_comm(spec, dag, plan, full_owner)
     if comm_problems:
         return comm_problems[:MAX_PROBLEMS]
-    problems = _deadlock(spec, plan.ranks, hb_edges)
+    problems = _deadlock(spec, plan.ranks, hb_edges) if not _runs_to_the_end(plan) else []
     if not problems:
         problems = [_remap(p, index_maps) for p in _check_memory(spec, rows)]
     return problems[:MAX_PROBLEMS]
+
+
+def _runs_to_the_end(plan: Plan) -> bool:
+    """Execute the plan abstractly: a SEND posts and goes on, a RECV waits for its SEND, a
+    GRAD_SUM waits for its peer's. True when every rank reaches the end (no deadlock).
+    Event-driven, so linear in the plan's length; a rank that waits is woken by the peer."""
+    rows, pos = plan.ranks, [0] * len(plan.ranks)
+    posted: set[tuple[int, Instr]] = set()  # (receiving rank, its RECV) whose SEND has run
+    waiting: dict[object, int] = {}
+    at_sum: set[int] = set()
+    ready = list(range(len(rows)))
+    while ready:
+        rank = ready.pop()
+        row = rows[rank]
+        while pos[rank] < len(row):
+            instr = row[pos[rank]]
+            kind = instr.kind
+            if kind in RECVS and (rank, instr) not in posted:
+                waiting[(rank, instr)] = rank
+                break
+            if kind in SENDS:
+                key = (instr.peer, _matching(instr, rank))
+                posted.add(key)
+                if key in waiting:
+                    ready.append(waiting.pop(key))
+            elif kind is OpKind.GRAD_SUM:
+                at_sum.add(rank)
+                if instr.peer not in at_sum:
+                    waiting[("sum", rank)] = rank
+                    break
+                if ("sum", instr.peer) in waiting:
+                    ready.append(waiting.pop(("sum", instr.peer)))
+            pos[rank] += 1
+    return all(p == len(row) for p, row in zip(pos, rows))
 
 
 def _remap(problem: Problem, index_maps) -> Problem:
@@ -193,9 +220,14 @@ def _comm_positions(spec: PipelineSpec, plan: Plan):
     return where, channels, problems
 
 
+# For each transfer kind: the kind at the other end, and where that end's stage is (+1 = next).
+_MATE = {OpKind.SEND_F: OpKind.RECV_F, OpKind.RECV_F: OpKind.SEND_F,
+         OpKind.SEND_B: OpKind.RECV_B, OpKind.RECV_B: OpKind.SEND_B}
+_STEP = {OpKind.SEND_F: 1, OpKind.RECV_F: -1, OpKind.SEND_B: -1, OpKind.RECV_B: 1}
+
+
 def _expected_peer(spec: PipelineSpec, instr: Instr) -> int | None:
-    step = {OpKind.SEND_F: 1, OpKind.RECV_F: -1, OpKind.SEND_B: -1, OpKind.RECV_B: 1}[instr.kind]
-    other = instr.stage + step
+    other = instr.stage + _STEP[instr.kind]
     if not 0 <= other < spec.num_stages:
         return None
     return spec.rank_of(instr.direction, other)
@@ -221,10 +253,8 @@ def _check_comm_fields(spec: PipelineSpec, rank: int, index: int, instr: Instr) 
 
 def _matching(instr: Instr, rank: int) -> Instr:
     """The RECV that pairs with a SEND on `rank` (or the SEND that pairs with a RECV)."""
-    kind = {OpKind.SEND_F: OpKind.RECV_F, OpKind.RECV_F: OpKind.SEND_F,
-            OpKind.SEND_B: OpKind.RECV_B, OpKind.RECV_B: OpKind.SEND_B}[instr.kind]
-    step = {OpKind.SEND_F: 1, OpKind.RECV_F: -1, OpKind.SEND_B: -1, OpKind.RECV_B: 1}[instr.kind]
-    return Instr(kind, instr.direction, instr.stage + step, instr.microbatch, rank)
+    return Instr(_MATE[instr.kind], instr.direction, instr.stage + _STEP[instr.kind],
+                 instr.microbatch, rank)
 
 
 def _check_comm(spec: PipelineSpec, dag: Dag, plan: Plan, owner: dict[Instr, Where]):
@@ -268,22 +298,58 @@ def _check_channel_order(channels) -> list[Problem]:
 
 
 def _check_transfers(spec: PipelineSpec, dag: Dag, owner, where) -> list[Problem]:
-    problems = []
-    for producer, consumer in dag.graph.edges:
-        p_where, c_where = owner[producer], owner[consumer]
-        if not dag.is_cross_rank(producer, consumer):
-            if p_where[1] >= c_where[1] and p_where != c_where:
+    """Local edges: producer first. Cross-rank edges: each has its SEND after the producer and its
+    RECV before the consumer (SENDs are already known to be well-formed and paired, so counting
+    them against the cross-rank edges shows none is missing)."""
+    problems, cross_edges = [], 0
+    for consumer, producers in dag.preds.items():
+        c_where = owner[consumer]
+        for producer in producers:
+            p_where = owner[producer]
+            if p_where[0] != c_where[0]:
+                cross_edges += 1
+            elif p_where[1] >= c_where[1] and p_where != c_where:
                 problems.append(Problem("dependency", f"{consumer} runs before {producer}, "
                                         "which it needs", c_where, (p_where,)))
+    sends = 0
+    for (rank, instr), w in where.items():
+        if instr.kind in SENDS:
+            sends += 1
+            producer = _endpoint_op(spec, instr)
+            if owner[producer][1] > w[1]:
+                problems.append(Problem("dependency", f"{instr} must come after {producer} on rank "
+                                        f"{rank}", w, (owner[producer],)))
+        elif instr.kind in RECVS:
+            consumer = _endpoint_op(spec, instr)
+            if owner[consumer][1] < w[1]:
+                problems.append(Problem("dependency", f"{consumer} on rank {rank} needs {instr} "
+                                        "before it", owner[consumer], (w,)))
+    if sends != cross_edges:
+        problems += _missing_transfers(spec, dag, owner, where)
+    return problems[:MAX_PROBLEMS]
+
+
+def _endpoint_op(spec: PipelineSpec, instr: Instr) -> Instr:
+    """The compute op at this end of a transfer: the F or backward that a SEND carries the
+    output of, or that a RECV feeds."""
+    if instr.kind in (OpKind.SEND_F, OpKind.RECV_F):
+        kind = OpKind.F
+    else:
+        kind = OpKind.I if spec.split_backward else OpKind.B
+    return Instr(kind, instr.direction, instr.stage, instr.microbatch)
+
+
+def _missing_transfers(spec: PipelineSpec, dag: Dag, owner, where) -> list[Problem]:
+    problems = []
+    for producer, consumer in dag.edges():
+        p_where, c_where = owner[producer], owner[consumer]
+        if p_where[0] == c_where[0]:
             continue
         send, recv = transfer(spec, producer, consumer)
-        s_where, r_where = where.get((p_where[0], send)), where.get((c_where[0], recv))
-        if s_where is None or s_where[1] < p_where[1]:
-            problems.append(Problem("dependency", f"{send} must come after {producer} on rank "
-                                    f"{p_where[0]}", s_where or p_where, (p_where,)))
-        if r_where is None or r_where[1] > c_where[1]:
-            problems.append(Problem("dependency", f"{consumer} on rank {c_where[0]} needs {recv} "
-                                    "before it", c_where, tuple(w for w in (r_where,) if w)))
+        if (p_where[0], send) not in where:
+            problems.append(Problem("dependency", f"{consumer} on rank {c_where[0]} needs the "
+                                    f"output of {producer}, but rank {p_where[0]} never runs {send}",
+                                    p_where))
         if len(problems) >= MAX_PROBLEMS:
             break
     return problems

@@ -27,56 +27,41 @@ def transfer(spec: PipelineSpec, producer: Instr, consumer: Instr) -> tuple[Inst
             Instr(OpKind.RECV_B, d, consumer.stage, j, src))
 
 
-def _receives(spec, dag, rows):
-    """For each rank and instruction index, the (send, recv) pairs needed right before it."""
+def _owners(spec: PipelineSpec, rows) -> dict[Instr, tuple[int, int]]:
+    """(rank, index) of the instruction that runs each DAG op."""
+    return {op: (rank, index) for rank, row in enumerate(rows) for index, instr in enumerate(row)
+            for op in ops_of(instr, spec.split_backward)}
+
+
+def _receives(spec, dag, rows, owner):
+    """For each rank and instruction index: the (recv, send, producer) triples it needs first."""
     split = spec.split_backward
     needed = []
     for rank, row in enumerate(rows):
-        before = defaultdict(list)
+        before = {}
         for index, instr in enumerate(row):
-            for consumer in ops_of(instr, split):
-                for producer in dag.predecessors(consumer):
-                    if dag.is_cross_rank(producer, consumer):
-                        before[index].append(transfer(spec, producer, consumer))
-            before[index].sort(key=lambda pair: pair[1])
+            pairs = [(*reversed(transfer(spec, producer, consumer)), producer)
+                     for consumer in ops_of(instr, split) for producer in dag.predecessors(consumer)
+                     if owner[producer][0] != rank]
+            if pairs:
+                before[index] = sorted(pairs)
         needed.append(before)
     return needed
 
 
-def _send_slots(spec, rows, needed, owner):
+def _send_slots(rows, needed, owner):
     """Where each send goes: after its producer, and after the send before it on the same
     channel, so both peers see the channel's transfers in the receiver's order."""
     after = [defaultdict(list) for _ in rows]
     last_slot: dict[tuple[int, int], int] = {}
     for dst, before in enumerate(needed):
         for index in sorted(before):
-            for send, _recv in before[index]:
-                src = send_rank(spec, send)
-                slot = max(owner[_producer_of(send)][1], last_slot.get((src, dst), -1))
+            for _recv, send, producer in before[index]:
+                src, produced_at = owner[producer]
+                slot = max(produced_at, last_slot.get((src, dst), -1))
                 last_slot[(src, dst)] = slot
                 after[src][slot].append(send)
     return after
-
-
-def send_rank(spec: PipelineSpec, send: Instr) -> int:
-    return spec.rank_of(send.direction, send.stage)
-
-
-def _producer_of(send: Instr) -> tuple:
-    """The key of the op whose output a SEND carries (F for SEND_F, the backward for SEND_B)."""
-    return (OpKind.F if send.kind is OpKind.SEND_F else "backward", send.direction, send.stage,
-            send.microbatch)
-
-
-def _owners(spec, rows):
-    owner = {}
-    for rank, row in enumerate(rows):
-        for index, instr in enumerate(row):
-            for op in ops_of(instr, spec.split_backward):
-                kind = OpKind.F if op.kind is OpKind.F else "backward"
-                if op.kind is not OpKind.W:
-                    owner[(kind, op.direction, op.stage, op.microbatch)] = (rank, index)
-    return owner
 
 
 def lower_comm(spec: PipelineSpec, dag: Dag, rows: tuple[tuple[Instr, ...], ...]) -> Plan:
@@ -87,13 +72,14 @@ def lower_comm(spec: PipelineSpec, dag: Dag, rows: tuple[tuple[Instr, ...], ...]
     Needs: `rows` hold only compute instructions (F, B, I, W, OVERLAP). Guarantees: when the
     compute order is deadlock-free, so is the plan under the model above. Does not change `rows`.
     """
-    needed = _receives(spec, dag, rows)
-    after = _send_slots(spec, rows, needed, _owners(spec, rows))
+    owner = _owners(spec, rows)
+    needed = _receives(spec, dag, rows, owner)
+    after = _send_slots(rows, needed, owner)
     plan = []
     for rank, row in enumerate(rows):
         out = []
         for index, instr in enumerate(row):
-            out += [recv for _send, recv in needed[rank].get(index, ())]
+            out += [recv for recv, _send, _producer in needed[rank].get(index, ())]
             out.append(instr)
             out += after[rank].get(index, ())
         if spec.placement == "bidirectional":
