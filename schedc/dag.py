@@ -60,16 +60,14 @@ class Dag:
 
 def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
     """The ops that `op` directly needs (reference/schedules.md, "Op dependencies")."""
-    d, s, j = op.direction, op.stage, op.microbatch
-    last = spec.num_stages - 1
-    backward = OpKind.I if spec.split_backward else OpKind.B
-    if op.kind is OpKind.F:
-        return [Instr.compute(OpKind.F, d, s - 1, j)] if s > 0 else []
-    if op.kind is OpKind.W:
-        return [Instr.compute(OpKind.I, d, s, j)]
-    needs = [Instr.compute(OpKind.F, d, s, j)]  # activations (and the loss on the last stage)
-    if s < last:
-        needs.append(Instr.compute(backward, d, s + 1, j))
+    kind, d, s, j = op.kind, op.direction, op.stage, op.microbatch
+    if kind is OpKind.F:
+        return [Instr(OpKind.F, d, s - 1, j)] if s > 0 else []
+    if kind is OpKind.W:
+        return [Instr(OpKind.I, d, s, j)]
+    needs = [Instr(OpKind.F, d, s, j)]  # activations (and the loss on the last stage)
+    if s < spec.num_stages - 1:
+        needs.append(Instr(OpKind.I if spec.split_backward else OpKind.B, d, s + 1, j))
     return needs
 
 
@@ -100,19 +98,14 @@ def topological_order(nodes: Iterable[object], edges: Iterable[tuple[object, obj
         return None
 
 
+@lru_cache(maxsize=1 << 20)  # every pass asks this of every instruction
 def ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
     """The DAG nodes an instruction executes. A full `B` in a split pipeline runs its `I` and `W`
-    together; an OVERLAP runs the ops of both its parts; communication runs none.
-    (Cached: every pass asks this of every instruction.)"""
-    return _ops_of(instr, split_backward)
-
-
-@lru_cache(maxsize=1 << 20)
-def _ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
+    together; an OVERLAP runs the ops of both its parts; communication runs none."""
     kind = instr.kind
     if kind is OpKind.OVERLAP:
         forward, backward = instr.parts
-        return _ops_of(forward, split_backward) + _ops_of(backward, split_backward)
+        return ops_of(forward, split_backward) + ops_of(backward, split_backward)
     if kind is OpKind.B and split_backward:
         return (instr.with_kind(OpKind.I), instr.with_kind(OpKind.W))
     if kind in _COMPUTE_KINDS:

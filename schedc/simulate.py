@@ -11,6 +11,7 @@ cost is the transfer delay on the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .dag import Dag, kahn_order, ops_of
 from .errors import Diagnostic, SchedError
@@ -19,9 +20,9 @@ from .memory import peak_activations
 from .spec import PipelineSpec
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """One compute instruction on the timeline; `index` is its place in the rank's plan list."""
+class Slot(NamedTuple):
+    """One compute instruction on the timeline; `index` is its place in the rank's plan list.
+    (A NamedTuple: a large timeline makes hundreds of thousands of them.)"""
 
     rank: int
     index: int

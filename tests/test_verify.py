@@ -128,8 +128,9 @@ def test_communication_deadlock_is_a_cycle():
         recv_b = Instr(OpKind.RECV_B, 0, 1, 0, 2)
         rows[1].remove(recv_b)
         rows[1].insert(0, recv_b)
-    problems = _plan_problems(cross)
-    assert any(p.check in ("deadlock", "dependency") for p in problems)
+    [problem] = _plan_problems(cross)
+    assert problem.check == "deadlock" and "ranks involved: [1, 2]" in problem.message
+    assert "RECV_B1.0@2 (rank 1) waits for SEND_B2.0@1 (rank 2)" in problem.message
 
 
 def test_grad_sum_is_required_in_bidirectional_plans():
