@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .dag import Dag, build_dag
 from .errors import Diagnostic, Note, SchedError, Span
+from .gcpause import gc_paused
 from .grid import format_grid
 from .ir import COMM, ComputeOrder, Instr, Plan
 from .passes import fuse_overlap, lower_comm
@@ -34,6 +35,11 @@ class Compiled:
 
 def compile_spec(spec: PipelineSpec) -> Compiled:
     """Compile one pipeline; raises `SchedError` with located diagnostics on any problem."""
+    with gc_paused():
+        return _compile(spec)
+
+
+def _compile(spec: PipelineSpec) -> Compiled:
     if spec.schedule == "auto":
         return compile_auto(spec)
     check_family(spec)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from .dag import Dag, kahn_order, ops_of
 from .errors import Diagnostic, SchedError
+from .gcpause import gc_paused
 from .ir import Instr, OpKind, Plan
 from .memory import peak_activations
 from .spec import PipelineSpec
@@ -83,6 +84,11 @@ def instr_cost(spec: PipelineSpec, instr: Instr) -> float:
 
 def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     """The timeline of `plan`. Needs a plan that verifies (raises `SchedError` on a deadlock)."""
+    with gc_paused():
+        return _simulate(spec, dag, plan)
+
+
+def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
     ids = {w: n for n, w in enumerate(nodes)}
     owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], spec.split_backward)}

@@ -10,7 +10,7 @@ failure builds the happens-before graph to name the cycle.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 from .dag import Dag
 from .ir import RECVS, SENDS, Instr, OpKind, Plan
@@ -222,11 +222,11 @@ def check_grad_sums(spec: PipelineSpec, plan: Plan, where, problem) -> list:
     if spec.placement != "bidirectional":
         return [problem("comm", "GRAD_SUM in a pipeline without replicas", w) for w in sums.values()]
     problems = []
+    counts = Counter(rank for rank, instr in where if instr.kind is OpKind.GRAD_SUM)
     for rank in range(spec.ranks):
         mirror = spec.ranks - 1 - rank
         w = where.get((rank, Instr(OpKind.GRAD_SUM, peer=mirror)))
-        count = sum(1 for (r, instr) in where if r == rank and instr.kind is OpKind.GRAD_SUM)
-        if w is None or count != 1:
+        if w is None or counts[rank] != 1:
             problems.append(problem("comm", f"rank {rank} must end with one GRAD_SUM@{mirror} (the "
                                     "sum of its stage replicas' gradients)", sums.get(rank, (rank, -1))))
         elif any(x.is_compute for x in plan.ranks[rank][w[1] + 1:]):

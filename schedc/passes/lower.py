@@ -43,8 +43,8 @@ def _receives(spec, dag, rows, owner):
             pairs = [(*reversed(transfer(spec, producer, consumer)), producer)
                      for consumer in ops_of(instr, split) for producer in dag.predecessors(consumer)
                      if owner[producer][0] != rank]
-            if pairs:
-                before[index] = sorted(pairs)
+            if pairs:  # in op order, then dependency order: deterministic, no sort needed
+                before[index] = pairs
         needed.append(before)
     return needed
 
