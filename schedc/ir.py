@@ -41,6 +41,7 @@ BACKWARD = frozenset({OpKind.B, OpKind.I, OpKind.W})
 SENDS = frozenset({OpKind.SEND_F, OpKind.SEND_B})
 RECVS = frozenset({OpKind.RECV_F, OpKind.RECV_B})
 COMM = SENDS | RECVS | {OpKind.GRAD_SUM}
+_TAKES_COMPUTE = COMPUTE | {OpKind.OVERLAP}
 
 
 class Instr(NamedTuple):
@@ -73,7 +74,7 @@ class Instr(NamedTuple):
     @property
     def is_compute(self) -> bool:
         """F, B, I, W or an OVERLAP of two of them: instructions that take compute time."""
-        return self.kind in COMPUTE or self.kind is OpKind.OVERLAP
+        return self.kind in _TAKES_COMPUTE
 
     def with_kind(self, kind: OpKind) -> "Instr":
         return Instr(kind, self.direction, self.stage, self.microbatch, self.peer, self.parts)

@@ -77,9 +77,10 @@ def instr_cost(spec: PipelineSpec, instr: Instr) -> float:
         fc, bc = spec.cost(forward.stage), spec.cost(backward.stage)
         gain = min(fc.forward + fc.backward - fc.overlap_cost, bc.forward + bc.backward - bc.overlap_cost)
         return instr_cost(spec, forward) + instr_cost(spec, backward) - gain
-    cost = spec.cost(instr.stage)
-    return {OpKind.F: cost.forward, OpKind.B: cost.backward, OpKind.I: cost.input_grad,
-            OpKind.W: cost.weight}[instr.kind]
+    return getattr(spec.cost(instr.stage), _COST_FIELD[instr.kind])
+
+
+_COST_FIELD = {OpKind.F: "forward", OpKind.B: "backward", OpKind.I: "input_grad", OpKind.W: "weight"}
 
 
 def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:

@@ -151,14 +151,14 @@ def verify_plan(spec: PipelineSpec, dag: Dag, plan: Plan) -> list[Problem]:
     where, problems = comm.comm_positions(spec, plan, Problem)
     if problems:  # malformed transfers: the checks below would only repeat them
         return problems[:MAX_PROBLEMS]
-    problems = (comm.check_pairing(where, Problem)
-                + comm.check_transfers(spec, dag, full_owner, where, Problem)
+    problems = (comm.check_transfers(spec, dag, full_owner, where, Problem)
                 + comm.check_grad_sums(spec, plan, where, Problem))
     if problems:
         return problems[:MAX_PROBLEMS]
-    problems, stopped = comm.run_plan(plan, Problem)
-    if not problems and any(p < len(row) for p, row in zip(stopped, plan.ranks)):
-        problems = (comm.never_coming(plan, stopped, where, Problem)
+    order_problems, stopped, drained = comm.run_plan(plan, Problem)
+    finished = all(p == len(row) for p, row in zip(stopped, plan.ranks))
+    if not (finished and drained and not order_problems):  # explain: pairing, order, deadlock
+        problems = (comm.check_pairing(where, Problem) or order_problems
                     or _deadlock(spec, plan.ranks, comm.happens_before_edges(plan, where)))
     if not problems:
         problems = [_remap(p, index_maps) for p in _check_memory(spec, rows)]

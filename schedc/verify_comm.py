@@ -84,10 +84,11 @@ def _field_problem(spec: PipelineSpec, rank: int, instr: Instr) -> str | None:
     return None
 
 
-def run_plan(plan: Plan, problem) -> tuple[list, list[int]]:
-    """Execute the plan under the communication model (pairing already checked). Returns
-    (channel-order problems, where each rank stopped); a rank stopped before its end waits
-    forever: a deadlock."""
+def run_plan(plan: Plan, problem) -> tuple[list, list[int], bool]:
+    """Execute the plan under the communication model. Returns (channel-order problems, where
+    each rank stopped, whether every channel was drained). When every rank reaches its end and
+    every channel is drained, each SEND met exactly its RECV: pairing, channel order and freedom
+    from deadlock are proven together."""
     rows, pos = plan.ranks, [0] * len(plan.ranks)
     channels: dict[tuple[int, int], deque] = {}  # (src, dst) -> the RECVs its sends will satisfy
     waiting: dict[object, int] = {}
@@ -109,7 +110,7 @@ def run_plan(plan: Plan, problem) -> tuple[list, list[int]]:
                     waiting[(instr.peer, rank)] = rank
                     break
                 if channel[0] != instr:
-                    return [_order_problem(plan, rank, pos[rank], instr, channel[0], problem)], pos
+                    return [_order_problem(plan, rank, pos[rank], instr, channel[0], problem)], pos, False
                 channel.popleft()
             elif kind is OpKind.GRAD_SUM:
                 at_sum.add(rank)
@@ -119,7 +120,7 @@ def run_plan(plan: Plan, problem) -> tuple[list, list[int]]:
                 if ("sum", instr.peer) in waiting:
                     ready.append(waiting.pop(("sum", instr.peer)))
             pos[rank] += 1
-    return [], pos
+    return [], pos, not any(channels.values())
 
 
 def _order_problem(plan, rank, index, instr, expected, problem):
@@ -143,19 +144,6 @@ def happens_before_edges(plan: Plan, where) -> list[tuple[Where, Where]]:
             if mate is not None and mate[1] > 0:
                 edges.append(((instr.peer, mate[1] - 1), w))
     return edges
-
-
-def never_coming(plan: Plan, pos: list[int], where, problem) -> list:
-    """Ranks stuck on a RECV whose SEND does not exist anywhere."""
-    problems = []
-    for rank, row in enumerate(plan.ranks):
-        if pos[rank] < len(row) and row[pos[rank]].kind in RECVS:
-            recv = row[pos[rank]]
-            if (recv.peer, matching(recv, rank)) not in where:
-                problems.append(problem("comm", f"{recv} on rank {rank} waits for "
-                                        f"{matching(recv, rank)} on rank {recv.peer}, which never "
-                                        "comes", (rank, pos[rank])))
-    return problems
 
 
 def check_transfers(spec: PipelineSpec, dag: Dag, owner, where, problem) -> list:
