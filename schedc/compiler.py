@@ -14,11 +14,11 @@ from .dag import Dag, build_dag
 from .errors import Diagnostic, Note, SchedError, Span
 from .gcpause import gc_paused
 from .grid import format_grid
-from .ir import COMM, ComputeOrder, Instr, Plan
+from .ir import COMM, ComputeOrder, Plan
 from .passes import fuse_overlap, lower_comm
 from .schedules import build_order, check_family
 from .spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
-                   StageCost, check_pipeline)
+                   check_pipeline)
 from .syntax import PipelineAST, Setting
 from .verify import Problem, verify_order, verify_plan
 
@@ -159,9 +159,3 @@ def compile_auto(spec: PipelineSpec) -> Compiled:
                                      spec.source.span("schedule") or spec.source.pipeline,
                                      tuple(Note(r) for r in reasons))])
     return best
-
-
-def uniform_costs(spec: PipelineSpec) -> StageCost | None:
-    """The one cost every stage shares, or None when stages differ."""
-    return spec.costs[0] if len(set(spec.costs)) == 1 else None
-

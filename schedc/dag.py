@@ -87,17 +87,6 @@ def find_cycle(edges: Iterable[tuple[object, object]]) -> list[object] | None:
     return [u for u, _ in cycle]
 
 
-def topological_order(nodes: Iterable[object], edges: Iterable[tuple[object, object]]) -> list[object] | None:
-    """The nodes in a dependency-respecting order, or None when the edges form a cycle."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(nodes)
-    graph.add_edges_from(edges)
-    try:
-        return list(nx.topological_sort(graph))
-    except nx.NetworkXUnfeasible:
-        return None
-
-
 @lru_cache(maxsize=1 << 20)  # every pass asks this of every instruction
 def ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
     """The DAG nodes an instruction executes. A full `B` in a split pipeline runs its `I` and `W`

@@ -199,7 +199,7 @@ def _unique(settings, what: str) -> dict[str, Setting]:
     for s in settings:
         if s.key in seen:
             raise _err(f"{s.key} is set twice{what}", s.key_span,
-                       Note(f"first set here", seen[s.key].key_span))
+                       Note("first set here", seen[s.key].key_span))
         seen[s.key] = s
     return seen
 

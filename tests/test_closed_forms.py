@@ -3,7 +3,6 @@
 import pytest
 
 from schedc.closed_forms import closed_form
-from schedc.simulate import simulate
 
 from helpers import make_spec, run
 
