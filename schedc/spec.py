@@ -284,6 +284,16 @@ def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
     return placement, chunks
 
 
+MAX_OPS = 3_000_000  # stage-microbatch pairs x 3 ops; DualPipe 64 x 512 has 98,304 ops
+
+
+def _check_size(settings: dict[str, Setting], stage_microbatches: int) -> None:
+    if 3 * stage_microbatches > MAX_OPS:
+        raise _err(f"this pipeline has {stage_microbatches:,} stage-microbatch pairs; schedc "
+                   f"handles up to {MAX_OPS // 3:,} (is a number mistyped?)",
+                   settings["microbatches"].value_span)
+
+
 def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     """Check one pipeline's AST and build its spec; raises `SchedError` on the first problem."""
     settings = _top_settings(ast)
@@ -302,6 +312,7 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
                        settings["schedule"].value_span)
     ranks, microbatches = _to_int(settings["ranks"]), _to_int(settings["microbatches"])
     placement, chunks = _placement(settings, schedule)
+    _check_size(settings, ranks * chunks * microbatches)
     split = schedule in SPLIT_FAMILIES
     if "split_backward" in settings:
         split = _to_bool(settings["split_backward"])
