@@ -57,16 +57,33 @@ def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[P
     return specs
 
 
-def _write(text: str, output: str | None, inputs: list[str]) -> None:
+def _write(data: str | bytes, output: str | None, inputs: list[str]) -> None:
+    """Write to `output` (the user named it) or standard output; never over an input file."""
     if output is None or output == "-":
-        sys.stdout.write(text)
+        if isinstance(data, bytes):
+            raise UsageError("binary output needs a file: add -o NAME")
+        sys.stdout.write(data)
         return
     out = Path(output)
     if any(out.resolve() == Path(i).resolve() for i in inputs):
         raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
+    if out.suffix == ".sched" and out.exists():
+        raise UsageError(f"refusing to overwrite '{output}': it is a .sched file; choose another -o")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    if isinstance(data, bytes):
+        out.write_bytes(data)
+    else:
+        out.write_text(data, encoding="utf-8")
     print(f"wrote {output}", file=sys.stderr)
+
+
+def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
+    """The format from --format, else from -o's extension; refuses others with the list."""
+    fmt = given or (Path(output).suffix.lstrip(".").lower() if output else allowed[0])
+    if fmt not in allowed:
+        raise UsageError(f"{what} cannot be written as '{fmt}'; choose one of: "
+                         f"{', '.join('.' + a for a in allowed)}")
+    return fmt
 
 
 def _header(spec: PipelineSpec, many: bool) -> str:
@@ -160,10 +177,7 @@ def _compare_row(spec: PipelineSpec) -> dict:
 def cmd_compare(args) -> int:
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
-    families = [f.strip() for f in args.schedules.split(",")] if args.schedules else list(FAMILIES)
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    families = _families(args.schedules) if args.schedules else list(FAMILIES)
     rows, skipped = [], []
     for family in families:
         try:
@@ -180,9 +194,12 @@ def cmd_compare(args) -> int:
 
 def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
     head = (f"{'family':<11} {'stages':>6} {'makespan':>9} {'bubble':>8} {'closed form':>12} "
-            f"{'ratio':>7} {'peak act':>9} {'params':>7}  formula")
-    lines = [f"pipeline {spec.name}: {spec.ranks} ranks, {spec.microbatches} microbatches "
-             "(bubble = largest idle time of a rank; params = per rank, x model/ranks)", head]
+            f"{'ratio':>7} {'peak act':>9} {'params':>7}  formula (in the family's stage costs)")
+    lines = [f"pipeline {spec.name}: {spec.ranks} ranks, {spec.microbatches} microbatches, the same "
+             f"model in every family (a family with k x {spec.num_stages} stages runs each at 1/k of "
+             "the file's stage costs)",
+             "bubble = largest idle time of a rank; peak act in the file's stage activations; params = "
+             "per rank, x model/ranks", head]
     for r in rows:
         form = "-" if r["closed_form"] is None else f"{r['closed_form']:g}"
         if r["closed_form"] is not None and not r["closed_form_exact"]:
@@ -193,6 +210,88 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
     for family, reason in skipped:
         lines.append(f"{family:<11} skipped: {reason}")
     return "\n".join(lines) + "\n"
+
+
+def _compiled_timeline(spec: PipelineSpec):
+    compiled = compile_spec(spec)
+    return compiled, simulate(compiled.spec, compiled.dag, compiled.plan)
+
+
+def cmd_viz(args) -> int:
+    from .viz.png import svg_to_png
+    from .viz.timeline import Panel, render_timeline_svg
+
+    fmt = _output_format(args.output, args.format, ("svg", "png"), "a timeline")
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    if args.compare:
+        families = _families(args.compare)
+        panels = [Panel(c.spec, t) for c, t in (_compiled_timeline(with_family(spec, f)) for f in families)]
+    else:
+        compiled, timeline = _compiled_timeline(spec)
+        panels = [Panel(compiled.spec, timeline)]
+    svg = render_timeline_svg(panels, width=args.width)
+    _write(svg if fmt == "svg" else svg_to_png(svg, args.scale), args.output, [args.file])
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from .viz.trace import build_trace
+
+    _output_format(args.output, None, ("json",), "a Chrome trace")
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    compiled, timeline = _compiled_timeline(spec)
+    trace = build_trace(compiled.spec, compiled.plan, timeline)
+    _write(json.dumps(trace) + "\n", args.output, [args.file])
+    return 0
+
+
+def _window(text: str | None, what: str) -> set[int] | None:
+    """`0-3,7` -> {0, 1, 2, 3, 7}."""
+    if not text:
+        return None
+    chosen = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            chosen.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UsageError(f"--{what} takes numbers and ranges like 0-3,7; got '{text}'") from None
+    return chosen
+
+
+def cmd_dag(args) -> int:
+    from .viz.dagviz import DotMissing, build_dot, render_dot
+
+    fmt = _output_format(args.output, None, ("svg", "png", "pdf", "dot"), "the DAG")
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    dag = compile_spec(spec).dag
+    dot = build_dot(dag, _window(args.ranks, "ranks"), _window(args.microbatches, "microbatches"))
+    if fmt == "dot":
+        _write(dot.source, args.output, [args.file])
+        return 0
+    try:
+        _write(render_dot(dot, fmt), args.output, [args.file])
+    except DotMissing as error:
+        fallback = str(Path(args.output).with_suffix(".dot"))
+        if Path(fallback).exists():
+            raise UsageError(f"{error.diagnostics[0].message}; and '{fallback}' exists, so the .dot "
+                             "source was not written either") from None
+        _write(dot.source, fallback, [args.file])
+        print(f"schedc: error: {error.diagnostics[0].message}; wrote the .dot source to {fallback} "
+              "instead", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _families(text: str) -> list[str]:
+    families = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    return families
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +327,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", help=f"comma-separated families (default: all of {','.join(FAMILIES)})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("viz", help="draw the simulated timeline (SVG or PNG)")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="NAME.svg or NAME.png")
+    p.add_argument("--pipeline")
+    p.add_argument("--format", choices=("svg", "png"), help="default: from -o's extension")
+    p.add_argument("--compare", metavar="FAMILIES", help="stack these families on one time axis, "
+                   "e.g. 1f1b,zb-h1,zbv,dualpipe")
+    p.add_argument("--width", type=int, help="picture width in pixels (default: from the makespan)")
+    p.add_argument("--scale", type=float, default=1.0, help="PNG resolution factor (default 1)")
+    p.set_defaults(func=cmd_viz)
+
+    p = sub.add_parser("trace", help="write a Chrome trace (Perfetto) of the simulated step")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="NAME.json")
+    p.add_argument("--pipeline")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("dag", help="draw the dependency DAG through graphviz")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="NAME.svg, .png, .pdf or .dot")
+    p.add_argument("--pipeline")
+    p.add_argument("--ranks", help="draw only these ranks, e.g. 0-3")
+    p.add_argument("--microbatches", help="draw only these microbatches, e.g. 0-1")
+    p.set_defaults(func=cmd_dag)
     return parser
 
 

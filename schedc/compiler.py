@@ -111,13 +111,33 @@ def _span_of(spec: PipelineSpec, where) -> Span | None:
 _FAMILY_KEYS = ("schedule", "placement", "chunks", "split_backward", "overlap")
 
 
-def with_family(spec: PipelineSpec, family: str) -> PipelineSpec:
+def with_family(spec: PipelineSpec, family: str, same_model: bool = True) -> PipelineSpec:
     """`spec` with another schedule family and that family's placement and defaults.
 
     When the spec came from a file, the file's text is re-checked under the new family, so
     per-stage costs apply to the stages the new placement has (a located error if one does not
     exist); otherwise stage 0's cost and activation size are used for every stage.
+    With `same_model`, the new family runs the same model: when it cuts the model into k times
+    as many stages, each stage's compute costs and activation size are divided by k (transfer
+    times stay: the tensors between stages do not shrink).
     """
+    new = _respecified(spec, family)
+    if not same_model or new.num_stages == spec.num_stages:
+        return new
+    return scale_stages(new, spec.num_stages / new.num_stages)
+
+
+def scale_stages(spec: PipelineSpec, factor: float) -> PipelineSpec:
+    """Every stage's F, B, W, F&B and activation size times `factor` (comm unchanged)."""
+    def scaled(c):
+        return replace(c, forward=c.forward * factor, backward=c.backward * factor,
+                       weight=c.weight * factor,
+                       overlap=None if c.overlap is None else c.overlap * factor)
+    return replace(spec, costs=tuple(scaled(c) for c in spec.costs),
+                   activations=tuple(a * factor for a in spec.activations))
+
+
+def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
     ast = spec.source.ast
     if ast is not None:
         return check_pipeline(_ast_with_family(ast, family, spec))
@@ -140,8 +160,9 @@ def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> Pipel
 
 
 def compile_auto(spec: PipelineSpec) -> Compiled:
-    """`schedule = auto`: compile every family that fits the pipeline (and its memory limit) and
-    keep the one with the shortest simulated step (ties: the earlier family in FAMILIES)."""
+    """`schedule = auto`: compile every family that fits the pipeline (and its memory limit),
+    each running the same model (`with_family`'s same_model), and keep the one with the shortest
+    simulated step (ties: the earlier family in FAMILIES)."""
     from .simulate import simulate
 
     best, best_time, reasons = None, None, []

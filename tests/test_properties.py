@@ -3,7 +3,6 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schedc.closed_forms import closed_form
 from schedc.compiler import compile_spec
 from schedc.errors import SchedError
 from schedc.ir import OpKind
@@ -50,17 +49,26 @@ def test_compute_ops_appear_once_each_in_every_family():
         assert len(seen) == len(set(seen))
 
 
-def test_auto_picks_the_shortest_fitting_family():
-    spec = make_spec("1f1b", 4, 8, FB=2)
+def test_auto_picks_the_shortest_fitting_family_for_the_same_model():
     from dataclasses import replace
+
+    from schedc.compiler import with_family
+    spec = make_spec("1f1b", 4, 8, FB=2)
     best = compile_spec(replace(spec, schedule="auto"))
     makespans = {}
     for family in FAMILIES:
         try:
-            c, t = run(make_spec(family, 4, 8, FB=2))
-            makespans[family] = t.makespan
+            makespans[family] = run(with_family(spec, family))[1].makespan
         except SchedError:
             pass
-    _c, t = run(best.spec)
-    assert t.makespan == min(makespans.values())
-    assert closed_form(best.spec).formula
+    assert run(best.spec)[1].makespan == min(makespans.values())
+    assert makespans[best.spec.schedule] == min(makespans.values())
+
+
+def test_same_model_scaling_keeps_total_work():
+    from schedc.compiler import with_family
+    spec = make_spec("1f1b", 4, 8)
+    for family in ("zbv", "dualpipev", "interleaved"):
+        other = with_family(spec, family)
+        work = sum(c.forward + c.backward for c in other.costs) * other.directions
+        assert work == sum(c.forward + c.backward for c in spec.costs)
