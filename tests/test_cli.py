@@ -100,3 +100,11 @@ def test_console_script_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "schedc.cli", "check", DUALPIPE],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_grid_format_is_a_step_by_rank_table_of_compute_ops(capsys):
+    assert main(["compile", str(ROOT / "examples" / "zb-h1.sched"), "--format", "grid"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("|")[1].split()[:3] == ["0", "1", "2"]
+    assert lines[1].startswith("rank 0 | F0.0 F0.1 F0.2 F0.3 I0.0 W0.0")
+    assert "SEND" not in "".join(lines)

@@ -77,11 +77,23 @@ def test_compare_stacks_families_on_one_axis(tmp_path, capsys):
     assert {g.get("data-rank") for g in found} == {str(r) for r in range(8)}
 
 
+def _cairo_missing() -> bool:
+    try:
+        import cairosvg  # noqa: F401
+    except (ImportError, OSError):
+        return True
+    return False
+
+
+needs_cairo = pytest.mark.skipif(_cairo_missing(), reason="cairosvg or the cairo library is not installed")
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     return struct.unpack(">II", data[16:24])
 
 
+@needs_cairo
 def test_png_is_a_valid_image_of_sensible_size(tmp_path, capsys):
     out = tmp_path / "deep" / "er" / "dualpipe.png"
     assert main(["viz", DUALPIPE, "-o", str(out)]) == 0
