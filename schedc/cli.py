@@ -57,7 +57,7 @@ def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[P
     return specs
 
 
-def _write(data: str | bytes, output: str | None, inputs: list[str]) -> None:
+def _write(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
     """Write to `output` (the user named it) or standard output; never over an input file."""
     if output is None or output == "-":
         if isinstance(data, bytes):
@@ -67,8 +67,9 @@ def _write(data: str | bytes, output: str | None, inputs: list[str]) -> None:
     out = Path(output)
     if any(out.resolve() == Path(i).resolve() for i in inputs):
         raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
-    if out.suffix == ".sched" and out.exists():
-        raise UsageError(f"refusing to overwrite '{output}': it is a .sched file; choose another -o")
+    if out.suffix == ".sched" and out.exists() and not force:
+        raise UsageError(f"refusing to overwrite '{output}': it is a .sched file, perhaps "
+                         "hand-written; choose another -o, or add --force")
     out.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, bytes):
         out.write_bytes(data)
@@ -97,7 +98,7 @@ def cmd_compile(args) -> int:
     for spec in specs:
         compiled = compile_spec(spec)
         chunks.append(_header(spec, len(specs) > 1) + _format_compiled(compiled, args))
-    _write("".join(chunks), args.output, [args.file])
+    _write("".join(chunks), args.output, [args.file], force=args.force)
     return 0
 
 
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", choices=("dag", "order"), help="print an intermediate value instead: "
                    "the dependency DAG, or the family's compute order before fusion and lowering")
     p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("simulate", help="predict makespan, bubble and per-rank busy/idle/memory")

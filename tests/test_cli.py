@@ -108,3 +108,12 @@ def test_grid_format_is_a_step_by_rank_table_of_compute_ops(capsys):
     assert lines[0].split("|")[1].split()[:3] == ["0", "1", "2"]
     assert lines[1].startswith("rank 0 | F0.0 F0.1 F0.2 F0.3 I0.0 W0.0")
     assert "SEND" not in "".join(lines)
+
+
+def test_an_existing_sched_output_is_kept_unless_forced(tmp_path, capsys):
+    out = tmp_path / "mine.sched"
+    out.write_text("# my notes\n")
+    assert main(["compile", DUALPIPE, "--format", "sched", "-o", str(out)]) == 2
+    assert "add --force" in capsys.readouterr().err and out.read_text() == "# my notes\n"
+    assert main(["compile", DUALPIPE, "--format", "sched", "-o", str(out), "--force"]) == 0
+    assert out.read_text().startswith("pipeline dualpipe_8x20")
