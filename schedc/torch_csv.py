@@ -19,6 +19,24 @@ from .ir import Instr, OpKind, Plan
 from .spec import PipelineSpec, SpecSource, StageCost
 
 PLACEMENTS = {"loop": "interleaved", "v": "v"}
+
+# The torch releases whose private `_PipelineScheduleRuntime` runs exported CSVs (tested); the one
+# place this range is written down.
+TORCH_RUNTIME_RANGE = ((2, 6), (2, 14))
+
+
+def torch_runtime_supported() -> tuple[bool, str]:
+    """Whether the installed torch's pipelining runtime is in TORCH_RUNTIME_RANGE, and why not."""
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    version = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    low, high = TORCH_RUNTIME_RANGE
+    if not low <= version <= high:
+        return False, (f"torch {torch.__version__} is outside the tested range "
+                       f"{low[0]}.{low[1]}-{high[0]}.{high[1]} of PyTorch's private pipelining runtime")
+    return True, ""
 _ACTION = re.compile(r"(\d+)(F|I|B|W|SEND_F|RECV_F|SEND_B|RECV_B|UNSHARD|RESHARD|REDUCE_GRAD)(\d*)")
 _OVERLAP = re.compile(r"\((.*)\)OVERLAP_F_B")
 _SKIPPED = {"SEND_F", "RECV_F", "SEND_B", "RECV_B", "UNSHARD", "RESHARD", "REDUCE_GRAD"}
