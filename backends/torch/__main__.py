@@ -1,0 +1,141 @@
+"""One rank of `schedc run`: `torchrun --nproc-per-node N -m schedc.backends.torch FILE --model M.py`.
+
+Every rank compiles the same file, checks that all ranks hold the same plan (hash), builds its
+stages from the model file, runs the steps, and with `--check` compares its losses and gradients
+with a single-process run of the same model on the same microbatches. A failing rank prints
+which rank, which instruction and why, and exits non-zero; its peers' transfers then fail and
+they exit too (bounded by --timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ...compiler import compile_spec
+from ...errors import SchedError, SourceFile, render_error
+from ...syntax import parse_program
+from ...spec import check_pipeline
+from .runner import PipelineRunner, plan_digest
+
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def load_model(path: str):
+    """The user's model file as a module (build_stages, loss_fn, make_batch)."""
+    spec = importlib.util.spec_from_file_location("schedc_user_model", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"schedc: error: cannot load the model file '{path}'")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = [n for n in ("build_stages", "loss_fn", "make_batch") if not hasattr(module, n)]
+    if missing:
+        raise SystemExit(f"schedc: error: the model file '{path}' does not define {', '.join(missing)}")
+    return module
+
+
+def compile_file(path: str, pipeline: str | None):
+    text = open(path, encoding="utf-8").read()
+    try:
+        specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+        spec = next(s for s in specs if pipeline in (None, s.name))
+        return compile_spec(spec)
+    except SchedError as error:
+        raise SystemExit(render_error(error, SourceFile(path, text))) from None
+    except StopIteration:
+        raise SystemExit(f"schedc: error: no pipeline named '{pipeline}' in {path}") from None
+
+
+def same_plan_everywhere(digest: str, world: int) -> bool:
+    mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8)
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(everyone, mine)
+    return all(torch.equal(mine, other) for other in everyone)
+
+
+def reference(model, spec, dtype, inputs, targets):
+    """Gradients per stage and losses per microbatch of the plain single-process run."""
+    stages = [m.to(dtype) for m in model.build_stages(spec.num_stages)]
+    losses = []
+    for x, y in zip(inputs, targets):
+        out = x
+        for m in stages:
+            out = m(out)
+        loss = model.loss_fn(out, y)
+        loss.backward()
+        losses.append(loss.detach())
+    return [[p.grad for p in m.parameters()] for m in stages], losses
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    scale = want.norm().item()
+    return (got - want).norm().item() / scale if scale else (got - want).norm().item()
+
+
+def check(runner, model, spec, dtype, inputs, targets, losses) -> float:
+    grads, ref_losses = reference(model, spec, dtype, inputs, targets)
+    worst = 0.0
+    for (d, s), module in runner.modules.items():
+        for p, want in zip(module.parameters(), grads[s]):
+            worst = max(worst, relative_error(p.grad, want))
+    for g, loss in losses.items():
+        worst = max(worst, relative_error(loss, ref_losses[g]))
+    return worst
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schedc.backends.torch", description=__doc__.splitlines()[0])
+    parser.add_argument("file")
+    parser.add_argument("--model", required=True, help="a model file (see examples/models/mlp.py)")
+    parser.add_argument("--pipeline")
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--check", action="store_true", help="compare with a single-process run")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
+    args = parser.parse_args(argv)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dtype = getattr(torch, args.dtype)
+    compiled = compile_file(args.file, args.pipeline)
+    spec, plan = compiled.spec, compiled.plan
+    if world != spec.ranks:
+        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
+    dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout))
+    if not same_plan_everywhere(plan_digest(spec, plan), world):
+        print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
+              "with the same schedc everywhere", file=sys.stderr)
+        return 1
+    model = load_model(args.model)
+    runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
+                            model.loss_fn)
+    for step in range(args.steps):
+        for module in runner.modules.values():
+            module.zero_grad(set_to_none=True)
+        inputs, targets = model.make_batch(spec.microbatches, step)
+        inputs, targets = [x.to(dtype) for x in inputs], [y.to(dtype) for y in targets]
+        try:
+            losses = runner.step(inputs, targets)
+        except RuntimeError as error:
+            print(f"schedc: error: {error}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)  # do not wait for peers that will never answer
+    status = 0
+    if args.check:
+        worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        ok = worst.item() <= TOLERANCE[dtype]
+        if rank == 0:
+            print(f"largest relative error against a single-process run: {worst.item():.3e} "
+                  f"(tolerance {TOLERANCE[dtype]:g}, {args.dtype}): {'PASS' if ok else 'FAIL'}")
+        status = 0 if ok else 1
+    dist.destroy_process_group()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Execute one rank's compiled instruction list on a torch model.
+
+Each rank runs its list in order:
+- `F`: the stage's forward on the microbatch's input (the batch for stage 0, else the received or
+  locally handed-over activation); the last stage applies the loss.
+- `B`: the full backward (input and weight gradients) by `torch.autograd.backward`.
+- `I` / `W`: the split backward through autograd alone: `I` takes the input gradient with
+  `torch.autograd.grad(output, input, retain_graph=True)`, `W` later the weight gradients with
+  `torch.autograd.grad(output, params)`. No custom autograd function is asked of the user.
+- `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
+  (DualPipe's contract, see `OverlapHook`), else the forward and then the backward.
+- `SEND_*` posts an `isend` (kept until the step ends); `RECV_*` receives (blocking), in the
+  order the plan fixes, which both peers agree on (verified by the compiler). The first transfer
+  on each edge carries the tensor's shape and dtype; later ones reuse them.
+- `GRAD_SUM`: the two replicas of each stage (bidirectional pipelines) exchange and sum their
+  gradients, so both hold the gradient of the whole batch.
+Gradients accumulate in the modules' `.grad` (sum over microbatches); the optimizer is the user's.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+import torch.distributed as dist
+
+from ...ir import Instr, OpKind, Plan, format_plan_text
+from ...spec import PipelineSpec
+
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32]
+_META = 10  # dtype code, ndim, up to 8 sizes
+
+
+class OverlapHook(Protocol):
+    """The optional hook a stage module's class may define (modelled on DeepSeek's DualPipe):
+
+        @classmethod
+        def overlapped_forward_backward(cls, module0, inputs0, criterion0, labels0,
+                                        module1, loss1, outputs1, output_grads1):
+            ...  # run module0's forward and module1's backward together
+            return outputs0, loss0
+
+    `criterion0`/`labels0` are given when module0 is the last stage (`loss0` is then its loss,
+    else None); `loss1` is given when module1 is the last stage (then `outputs1` and
+    `output_grads1` are None). The hook must leave module1's parameter gradients accumulated and
+    the input of module1's forward with its `.grad` set, as `torch.autograd.backward` would.
+    """
+
+
+def plan_digest(spec: PipelineSpec, plan: Plan) -> str:
+    """A hash of the plan and the sizes it was compiled for: ranks compare it before running."""
+    text = f"{spec.ranks} {spec.num_stages} {spec.microbatches} {spec.placement}\n{format_plan_text(plan)}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Record:
+    """What really ran: one instruction's wall-clock start and end (seconds, this rank's clock)."""
+
+    index: int
+    instr: Instr
+    start: float
+    end: float
+
+
+@dataclass
+class _StepState:
+    inputs: dict = field(default_factory=dict)  # (d, s, j) -> input tensor of F
+    outputs: dict = field(default_factory=dict)  # (d, s, j) -> output waiting for SEND_F
+    saved: dict = field(default_factory=dict)  # (d, s, j) -> (input, output or loss)
+    grads: dict = field(default_factory=dict)  # (d, s, j) -> gradient of the stage's output
+    input_grads: dict = field(default_factory=dict)  # (d, s, j) -> input gradient waiting for SEND_B
+    pending_w: dict = field(default_factory=dict)  # (d, s, j) -> (output, output grad) for W
+    sends: list = field(default_factory=list)  # (work, tensor) kept alive until the step ends
+    losses: dict = field(default_factory=dict)  # global microbatch -> loss
+
+
+class PipelineRunner:
+    """Runs `plan`'s list for `rank`. `build_stages(num_stages)` returns every stage's module
+    (deterministically: each rank calls it and keeps the stages it holds, so replicas start equal);
+    `loss_fn(output, target)` is applied on the last stage."""
+
+    def __init__(self, spec: PipelineSpec, plan: Plan, rank: int,
+                 build_stages: Callable[[int], list[torch.nn.Module]],
+                 loss_fn: Callable, group=None, device: torch.device | str = "cpu"):
+        self.spec, self.plan, self.rank = spec, plan, rank
+        self.row = plan.ranks[rank]
+        self.loss_fn, self.group, self.device = loss_fn, group, torch.device(device)
+        built = build_stages(spec.num_stages)
+        if len(built) != spec.num_stages:
+            raise ValueError(f"build_stages({spec.num_stages}) returned {len(built)} modules")
+        self.modules = {(d, s): (built[s] if d == 0 else copy.deepcopy(built[s])).to(self.device)
+                        for d, s in spec.stages_of(rank)}
+        self.meta: dict = {}  # edge key -> (shape, dtype), agreed at the first step
+        self.records: list[Record] = []
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def step(self, inputs: list[torch.Tensor] | None, targets: list[torch.Tensor] | None) -> dict[int, torch.Tensor]:
+        """One training step over all microbatches. `inputs`/`targets`: one tensor per global
+        microbatch (needed on the ranks holding the first / last stage). Returns the losses this
+        rank computed, by global microbatch."""
+        state = _StepState()
+        self.records = []
+        self._inputs, self._targets = inputs, targets
+        for index, instr in enumerate(self.row):
+            start = time.perf_counter()
+            try:
+                self._execute(instr, state)
+            except Exception as exc:
+                raise RuntimeError(f"rank {self.rank}, instruction {index} ({instr}): {exc}") from exc
+            self.records.append(Record(index, instr, start, time.perf_counter()))
+        for work, _tensor in state.sends:
+            work.wait()
+        return state.losses
+
+    def _global(self, d: int, j: int) -> int:
+        return j + d * self.spec.microbatches_per_direction
+
+    def _execute(self, instr: Instr, state: _StepState) -> None:
+        kind = instr.kind
+        if kind is OpKind.F:
+            self._forward(instr, state)
+        elif kind is OpKind.B:
+            self._backward(instr, state, full=True)
+        elif kind is OpKind.I:
+            self._backward(instr, state, full=False)
+        elif kind is OpKind.W:
+            self._weight(instr, state)
+        elif kind is OpKind.OVERLAP:
+            self._overlap(instr, state)
+        elif kind is OpKind.SEND_F:
+            self._send(state, state.outputs.pop(_key(instr)).detach(), instr.peer, ("F", instr.direction, instr.stage))
+        elif kind is OpKind.RECV_F:
+            state.inputs[_key(instr)] = self._recv(instr.peer, ("F", instr.direction, instr.stage - 1))
+        elif kind is OpKind.SEND_B:
+            self._send(state, state.input_grads.pop(_key(instr)), instr.peer, ("B", instr.direction, instr.stage))
+        elif kind is OpKind.RECV_B:
+            state.grads[_key(instr)] = self._recv(instr.peer, ("B", instr.direction, instr.stage + 1))
+        elif kind is OpKind.GRAD_SUM:
+            self._grad_sum(instr.peer)
+
+    def _forward(self, op: Instr, state: _StepState) -> None:
+        d, s, j = _key(op)
+        if s == 0:
+            x = self._inputs[self._global(d, j)].to(self.device)
+        else:
+            x = state.inputs.pop((d, s, j)).detach().requires_grad_(True)
+        out = self.modules[(d, s)](x)
+        if s == self.spec.num_stages - 1:
+            loss = self.loss_fn(out, self._targets[self._global(d, j)].to(self.device))
+            state.losses[self._global(d, j)] = loss.detach()
+            state.saved[(d, s, j)] = (x, loss)
+            return
+        state.saved[(d, s, j)] = (x, out)
+        if self.spec.rank_of(d, s + 1) == self.rank:
+            state.inputs[(d, s + 1, j)] = out  # local hand-over
+        else:
+            state.outputs[(d, s, j)] = out
+
+    def _output_grad(self, d: int, s: int, j: int, state: _StepState):
+        return None if s == self.spec.num_stages - 1 else state.grads.pop((d, s, j))
+
+    def _backward(self, op: Instr, state: _StepState, full: bool) -> None:
+        d, s, j = _key(op)
+        x, out = state.saved.pop((d, s, j))
+        grad = self._output_grad(d, s, j, state)
+        if full:
+            torch.autograd.backward(out, grad)
+            input_grad = x.grad if s > 0 else None
+        else:
+            input_grad = torch.autograd.grad(out, [x], grad, retain_graph=True)[0] if s > 0 else None
+            state.pending_w[(d, s, j)] = (out, grad)
+        self._hand_back(d, s, j, input_grad, state)
+
+    def _weight(self, op: Instr, state: _StepState) -> None:
+        d, s, j = _key(op)
+        out, grad = state.pending_w.pop((d, s, j))
+        params = [p for p in self.modules[(d, s)].parameters() if p.requires_grad]
+        for p, g in zip(params, torch.autograd.grad(out, params, grad)):
+            p.grad = g if p.grad is None else p.grad + g
+
+    def _hand_back(self, d: int, s: int, j: int, input_grad, state: _StepState) -> None:
+        if s == 0:
+            return
+        if self.spec.rank_of(d, s - 1) == self.rank:
+            state.grads[(d, s - 1, j)] = input_grad  # local hand-over
+        else:
+            state.input_grads[(d, s, j)] = input_grad
+
+    def _overlap(self, instr: Instr, state: _StepState) -> None:
+        forward, backward = instr.parts
+        module0 = self.modules[(forward.direction, forward.stage)]
+        hook = getattr(type(module0), "overlapped_forward_backward", None)
+        if hook is None or backward.kind is not OpKind.B:
+            self._forward(forward, state)
+            self._backward(backward, state, full=backward.kind is OpKind.B)
+            return
+        self._run_hook(hook, forward, backward, state)
+
+    def _run_hook(self, hook, forward: Instr, backward: Instr, state: _StepState) -> None:
+        d0, s0, j0 = _key(forward)
+        d1, s1, j1 = _key(backward)
+        last = self.spec.num_stages - 1
+        x0 = (self._inputs[self._global(d0, j0)].to(self.device) if s0 == 0
+              else state.inputs.pop((d0, s0, j0)).detach().requires_grad_(True))
+        x1, out1 = state.saved.pop((d1, s1, j1))
+        grad1 = self._output_grad(d1, s1, j1, state)
+        target0 = self._targets[self._global(d0, j0)].to(self.device) if s0 == last else None
+        outputs0, loss0 = hook(self.modules[(d0, s0)], x0, self.loss_fn if s0 == last else None, target0,
+                               self.modules[(d1, s1)], out1 if s1 == last else None,
+                               None if s1 == last else out1, grad1)
+        if s0 == last:
+            state.losses[self._global(d0, j0)] = loss0.detach()
+            state.saved[(d0, s0, j0)] = (x0, loss0)
+        else:
+            state.saved[(d0, s0, j0)] = (x0, outputs0)
+            target = state.inputs if self.spec.rank_of(d0, s0 + 1) == self.rank else state.outputs
+            target[(d0, s0 + 1, j0) if target is state.inputs else (d0, s0, j0)] = outputs0
+        self._hand_back(d1, s1, j1, x1.grad if s1 > 0 else None, state)
+
+    # ---- transfers -------------------------------------------------------------------------
+
+    def _send(self, state: _StepState, tensor: torch.Tensor, peer: int, edge) -> None:
+        tensor = tensor.detach().contiguous()
+        if edge not in self.meta:
+            meta = torch.zeros(_META, dtype=torch.int64)
+            meta[0], meta[1] = _DTYPES.index(tensor.dtype), tensor.dim()
+            meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
+            state.sends.append((dist.isend(meta, peer, group=self.group), meta))
+            self.meta[edge] = (tuple(tensor.shape), tensor.dtype)
+        elif self.meta[edge] != (tuple(tensor.shape), tensor.dtype):
+            raise RuntimeError(f"{edge[0]} transfer of stage {edge[2]} changed shape or dtype: "
+                               f"{tuple(tensor.shape)} {tensor.dtype}, agreed {self.meta[edge]}")
+        state.sends.append((dist.isend(tensor, peer, group=self.group), tensor))
+
+    def _recv(self, peer: int, edge) -> torch.Tensor:
+        if edge not in self.meta:
+            meta = torch.zeros(_META, dtype=torch.int64)
+            dist.recv(meta, peer, group=self.group)
+            ndim = int(meta[1])
+            self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), _DTYPES[int(meta[0])])
+        shape, dtype = self.meta[edge]
+        buffer = torch.empty(shape, dtype=dtype, device=self.device)
+        dist.recv(buffer, peer, group=self.group)
+        return buffer
+
+    def _grad_sum(self, peer: int) -> None:
+        """Exchange and sum the gradients of each stage's replicas with the mirror rank, stage by
+        stage in stage order (the mirror holds the same stages in the other direction)."""
+        for d, s in sorted(self.modules, key=lambda k: k[1]):
+            for p in self.modules[(d, s)].parameters():
+                mine = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                theirs = torch.empty_like(mine)
+                work = dist.isend(mine, peer, group=self.group)
+                dist.recv(theirs, peer, group=self.group)
+                work.wait()
+                p.grad = mine + theirs
+
+
+def _key(instr: Instr) -> tuple[int, int, int]:
+    return instr.direction, instr.stage, instr.microbatch

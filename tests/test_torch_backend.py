@@ -1,0 +1,90 @@
+"""The torch backend runs every family (gloo, CPU, one process per rank) and matches a
+single-process run; a failing rank stops every rank; ranks with different plans refuse to run."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).parent.parent
+MLP = str(ROOT / "examples" / "models" / "mlp.py")
+FAMILIES = {  # small sizes: the test spawns one process per rank on a 2-core machine
+    "gpipe": (2, 3), "1f1b": (3, 4), "interleaved": (2, 4), "zb-h1": (3, 4), "zb-h2": (3, 5),
+    "zbv": (2, 4), "dualpipe": (4, 8), "dualpipev": (2, 4),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(files, model=MLP, extra=(), env_extra=None, timeout=120):
+    """Start one process per rank (files[r] for rank r); returns (returncodes, outputs, seconds)."""
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+               WORLD_SIZE=str(len(files)), **(env_extra or {}))
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-W", "ignore", "-m", "schedc.backends.torch", str(f),
+                               "--model", model, *extra], env=dict(env, RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r, f in enumerate(files)]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    return [p.returncode for p in procs], outputs, time.monotonic() - start
+
+
+def sched(tmp_path, family, ranks, microbatches, name="p.sched", extra=""):
+    path = tmp_path / name
+    path.write_text(f"pipeline p {{ ranks = {ranks} microbatches = {microbatches} schedule = {family} "
+                    f"cost {{ F = 1 B = 2 W = 1 F&B = 2.5 }} {extra} }}\n")
+    return path
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_matches_the_single_process_run(family, tmp_path):
+    ranks, microbatches = FAMILIES[family]
+    path = sched(tmp_path, family, ranks, microbatches)
+    codes, outputs, _ = launch([path] * ranks, extra=("--check", "--steps", "2"))
+    assert codes == [0] * ranks, "\n".join(outputs)[-3000:]
+    line = next(l for l in outputs[0].splitlines() if "largest relative error" in l)
+    assert line.endswith("PASS") and float(line.split(": ")[1].split()[0]) <= 1e-12
+
+
+def test_hand_written_order_runs(tmp_path):
+    codes, outputs, _ = launch([ROOT / "examples" / "manual.sched"] * 2, extra=("--check",))
+    assert codes == [0, 0] and "PASS" in outputs[0]
+
+
+def test_a_failing_rank_stops_every_rank_and_says_where(tmp_path):
+    model = tmp_path / "failing.py"
+    model.write_text(Path(MLP).read_text() + '''
+import os
+class Exploding(torch.nn.Module):
+    def forward(self, x):
+        raise ValueError("boom")
+_build = build_stages
+def build_stages(num_stages):
+    stages = _build(num_stages)
+    if os.environ["RANK"] == "1":
+        stages[1] = Exploding()
+    return stages
+''')
+    path = sched(tmp_path, "1f1b", 3, 4)
+    codes, outputs, seconds = launch([path] * 3, model=str(model), extra=("--timeout", "20"))
+    assert all(code != 0 for code in codes), codes
+    assert "rank 1, instruction 1 (F1.0): boom" in outputs[1]
+    assert seconds < 60
+
+
+def test_ranks_with_different_plans_refuse_to_run(tmp_path):
+    a = sched(tmp_path, "1f1b", 2, 4, "a.sched")
+    b = sched(tmp_path, "1f1b", 2, 6, "b.sched")
+    codes, outputs, _ = launch([a, b])
+    assert codes == [1, 1]
+    assert all("the ranks hold different plans" in out for out in outputs)
