@@ -348,6 +348,46 @@ def _stage_cost_arg(text: str):
     return StageCost(F, B, W, FB)
 
 
+def cmd_run(args) -> int:
+    """Start `torchrun` with one process per rank, each running `schedc.backends.torch`."""
+    import socket
+    import subprocess
+
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    nproc = args.nproc or spec.ranks
+    if nproc != spec.ranks:
+        raise UsageError(f"--nproc {nproc}, but the pipeline has ranks = {spec.ranks}: one process per rank")
+    if not Path(args.model).is_file():
+        raise UsageError(f"cannot read the model file '{args.model}'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+               "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "schedc.backends.torch",
+               args.file, "--model", args.model, "--steps", str(args.steps), "--dtype", args.dtype,
+               "--timeout", str(args.timeout)]
+    command += ["--pipeline", spec.name] + (["--check"] if args.check else [])
+    command += ["--trace", str(Path(args.trace).resolve())] if args.trace else []
+    if args.profile:
+        return _profile(spec, args)
+    print("schedc: " + " ".join(command[2:]), file=sys.stderr)
+    return subprocess.run(command).returncode
+
+
+def _profile(spec: PipelineSpec, args) -> int:
+    import torch
+
+    from .backends.torch.__main__ import load_model
+    from .backends.torch.measure import format_cost_block, profile_stages
+
+    model = load_model(args.model)
+    rows = profile_stages(model, spec.num_stages, getattr(torch, args.dtype))
+    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, this machine)")
+    print(format_cost_block(rows))
+    return 0
+
+
 def _families(text: str) -> list[str]:
     families = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
@@ -442,6 +482,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--costs", default="1,2,1", help="F,B,W[,F&B] per stage (default 1,2,1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_torch)
+
+    p = sub.add_parser("run", help="execute the plan on a torch model under torchrun (gloo on CPU)")
+    p.add_argument("file")
+    p.add_argument("--model", required=True, help="a model file defining build_stages, loss_fn and "
+                   "make_batch (see examples/models/mlp.py)")
+    p.add_argument("--pipeline")
+    p.add_argument("--nproc", type=int, help="processes (default: the pipeline's ranks)")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--check", action="store_true", help="compare losses and every gradient with a "
+                   "single-process run; prints the largest relative error and PASS/FAIL")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
+    p.add_argument("--trace", help="write a Chrome trace of what really ran (last step) and compare "
+                   "measured and simulated step time and idle")
+    p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
+                   "and print a cost block to paste into the .sched file (runs nothing distributed)")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

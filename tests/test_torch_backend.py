@@ -88,3 +88,28 @@ def test_ranks_with_different_plans_refuse_to_run(tmp_path):
     codes, outputs, _ = launch([a, b])
     assert codes == [1, 1]
     assert all("the ranks hold different plans" in out for out in outputs)
+
+
+def test_schedc_run_launches_torchrun_checks_and_traces(tmp_path):
+    import json
+    trace = tmp_path / "measured.json"
+    result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", "run",
+                             str(ROOT / "examples" / "manual.sched"), "--model", MLP, "--nproc", "2",
+                             "--check", "--trace", str(trace)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PASS" in result.stdout and "bubble ratio: measured" in result.stdout
+    events = json.loads(trace.read_text())["traceEvents"]
+    import schedc
+    [spec] = schedc.load(ROOT / "examples" / "manual.sched")
+    plan = schedc.compile(spec).plan
+    for rank in range(2):
+        assert sum(1 for e in events if e["ph"] == "X" and e["pid"] == rank) == len(plan.ranks[rank])
+
+
+def test_profile_prints_a_cost_block_that_parses(capsys):
+    import schedc
+    from schedc.cli import main
+    assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile"]) == 0
+    block = capsys.readouterr().out.split("\n", 1)[1]
+    [spec] = schedc.parse(f"pipeline p {{ ranks = 4 microbatches = 8 schedule = zb-h1\n{block} }}", "p.sched")
+    assert all(c.forward > 0 and c.backward >= c.weight >= 0 for c in spec.costs)

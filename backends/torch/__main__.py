@@ -89,6 +89,25 @@ def check(runner, model, spec, dtype, inputs, targets, losses) -> float:
     return worst
 
 
+def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
+    from ...simulate import simulate
+    from .measure import compare_with_simulation, merge_trace, write_rank_records
+
+    origin = min(r.start for r in runner.records) if runner.records else 0.0
+    start = torch.tensor([origin], dtype=torch.float64)
+    dist.all_reduce(start, op=dist.ReduceOp.MIN)  # one clock on one host: perf_counter is system-wide
+    for record in runner.records:
+        record.start -= start.item()
+        record.end -= start.item()
+    write_rank_records(path, rank, runner.records)
+    dist.barrier()
+    if rank == 0:
+        parts = merge_trace(path, world)
+        timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+        print(f"wrote the measured trace to {path}")
+        print(compare_with_simulation(parts, timeline))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schedc.backends.torch", description=__doc__.splitlines()[0])
     parser.add_argument("file")
@@ -98,6 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with a single-process run")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
+    parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
+                        "compare it with the simulated step (ranks on one host)")
     args = parser.parse_args(argv)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
@@ -118,12 +139,15 @@ def main(argv=None) -> int:
             module.zero_grad(set_to_none=True)
         inputs, targets = model.make_batch(spec.microbatches, step)
         inputs, targets = [x.to(dtype) for x in inputs], [y.to(dtype) for y in targets]
+        dist.barrier()  # a common start, so the ranks' measured times line up
         try:
             losses = runner.step(inputs, targets)
         except RuntimeError as error:
             print(f"schedc: error: {error}", file=sys.stderr)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
+    if args.trace:
+        _write_trace(args.trace, runner, compiled, rank, world)
     status = 0
     if args.check:
         worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64)
