@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from ...simulate import Timeline
-from ...viz.trace import US_PER_UNIT
 
 
 def write_rank_records(path: str, rank: int, records) -> None:
