@@ -113,3 +113,29 @@ def test_profile_prints_a_cost_block_that_parses(capsys):
     block = capsys.readouterr().out.split("\n", 1)[1]
     [spec] = schedc.parse(f"pipeline p {{ ranks = 4 microbatches = 8 schedule = zb-h1\n{block} }}", "p.sched")
     assert all(c.forward > 0 and c.backward >= c.weight >= 0 for c in spec.costs)
+
+
+def test_transformer_with_the_overlap_hook_matches_under_dualpipe(tmp_path):
+    model = tmp_path / "hooked.py"
+    marker = tmp_path / "hook_calls"
+    model.write_text((ROOT / "examples" / "models" / "transformer.py").read_text() + f'''
+import atexit, os
+atexit.register(lambda: open({str(marker)!r} + os.environ["RANK"], "w").write(str(HOOK_CALLS)))
+''')
+    path = sched(tmp_path, "dualpipe", 4, 8)
+    codes, outputs, _ = launch([path] * 4, model=str(model), extra=("--check",))
+    assert codes == [0] * 4, "\n".join(outputs)[-3000:]
+    assert "PASS" in outputs[0]
+    import schedc
+    [spec] = schedc.load(path)
+    plan = schedc.compile(spec).plan
+    for rank in range(4):
+        pairs = sum(1 for x in plan.ranks[rank] if x.kind.value == "OVERLAP")
+        assert int((tmp_path / f"hook_calls{rank}").read_text()) == pairs > 0
+
+
+def test_float32_check_uses_the_float32_tolerance(tmp_path):
+    path = sched(tmp_path, "zbv", 2, 4)
+    codes, outputs, _ = launch([path] * 2, model=str(ROOT / "examples" / "models" / "transformer.py"),
+                               extra=("--check", "--dtype", "float32"))
+    assert codes == [0, 0] and "tolerance 1e-05, float32): PASS" in outputs[0]
