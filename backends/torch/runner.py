@@ -4,9 +4,12 @@ Each rank runs its list in order:
 - `F`: the stage's forward on the microbatch's input (the batch for stage 0, else the received or
   locally handed-over activation); the last stage applies the loss.
 - `B`: the full backward (input and weight gradients) by `torch.autograd.backward`.
-- `I` / `W`: the split backward through autograd alone: `I` takes the input gradient with
-  `torch.autograd.grad(output, input, retain_graph=True)`, `W` later the weight gradients with
-  `torch.autograd.grad(output, params)`. No custom autograd function is asked of the user.
+- `I` / `W`: the split backward through autograd alone, no custom autograd function asked of the
+  user. With PyTorch's pipelining helpers (`stage_backward_input` / `stage_backward_weight`), `I`
+  keeps the gradients at the ops that use parameters so `W` only does the local weight work;
+  without them (`SPLIT_WITH_TORCH_HELPERS = False` or an older torch), `I` is
+  `torch.autograd.grad(output, input, retain_graph=True)` and `W` is
+  `torch.autograd.grad(output, params)`, which walks the stage's graph a second time.
 - `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
   (DualPipe's contract, see `OverlapHook`), else the forward and then the backward.
 - `SEND_*` posts an `isend` (kept until the step ends); `RECV_*` receives (blocking), in the
@@ -31,6 +34,12 @@ import torch.distributed as dist
 from ...ir import Instr, OpKind, Plan, format_plan_text
 from ...spec import PipelineSpec
 
+try:  # private in torch, inside the range pinned in schedc/torch_csv.py (TORCH_RUNTIME_RANGE)
+    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+except ImportError:  # pragma: no cover - older torch: the plain split below
+    stage_backward_input = stage_backward_weight = None
+
+SPLIT_WITH_TORCH_HELPERS = stage_backward_input is not None
 _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32]
 _META = 10  # dtype code, ndim, up to 8 sizes
 
@@ -172,15 +181,28 @@ class PipelineRunner:
         if full:
             torch.autograd.backward(out, grad)
             input_grad = x.grad if s > 0 else None
+        elif s == 0:  # no input gradient to compute: I is empty, W does the one backward pass
+            input_grad = None
+            state.pending_w[(d, s, j)] = ("output", (out, grad))
+        elif SPLIT_WITH_TORCH_HELPERS:
+            params = self.modules[(d, s)].parameters()
+            inputs, groups = stage_backward_input([out], None if grad is None else [grad], [x], params)
+            input_grad = inputs[0]
+            state.pending_w[(d, s, j)] = ("groups", groups)
         else:
-            input_grad = torch.autograd.grad(out, [x], grad, retain_graph=True)[0] if s > 0 else None
-            state.pending_w[(d, s, j)] = (out, grad)
+            input_grad = torch.autograd.grad(out, [x], grad, retain_graph=True)[0]
+            state.pending_w[(d, s, j)] = ("output", (out, grad))
         self._hand_back(d, s, j, input_grad, state)
 
     def _weight(self, op: Instr, state: _StepState) -> None:
         d, s, j = _key(op)
-        out, grad = state.pending_w.pop((d, s, j))
-        params = [p for p in self.modules[(d, s)].parameters() if p.requires_grad]
+        how, saved = state.pending_w.pop((d, s, j))
+        module = self.modules[(d, s)]
+        if how == "groups":
+            stage_backward_weight(module.parameters(), saved)
+            return
+        out, grad = saved
+        params = [p for p in module.parameters() if p.requires_grad]
         for p, g in zip(params, torch.autograd.grad(out, params, grad)):
             p.grad = g if p.grad is None else p.grad + g
 
