@@ -369,6 +369,7 @@ def cmd_run(args) -> int:
                "--timeout", str(args.timeout)]
     command += ["--pipeline", spec.name] + (["--check"] if args.check else [])
     command += ["--trace", str(Path(args.trace).resolve())] if args.trace else []
+    command += ["--device", args.device] if args.device else []
     if args.profile:
         return _profile(spec, args)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
@@ -493,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="compare losses and every gradient with a "
                    "single-process run; prints the largest relative error and PASS/FAIL")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda (NCCL) when available, else cpu (gloo)")
     p.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
     p.add_argument("--trace", help="write a Chrome trace of what really ran (last step) and compare "
                    "measured and simulated step time and idle")

@@ -170,3 +170,25 @@ def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helper
         for got, want in zip(run.modules[(0, stage)].parameters(), grads[stage]):
             assert torch.allclose(got.grad, want, rtol=1e-12, atol=1e-14)
     assert [float(l) for l in losses.values()] == pytest.approx([float(l) for l in ref_losses], rel=1e-12)
+
+
+def test_a_killed_rank_makes_every_rank_exit_non_zero_in_bounded_time(tmp_path):
+    model = tmp_path / "killed.py"
+    model.write_text(Path(MLP).read_text() + '''
+import os, signal
+class Killed(torch.nn.Module):
+    def forward(self, x):
+        os.kill(os.getpid(), signal.SIGKILL)
+_build = build_stages
+def build_stages(num_stages):
+    stages = _build(num_stages)
+    if os.environ["RANK"] == "2":
+        stages[2] = Killed()
+    return stages
+''')
+    path = sched(tmp_path, "1f1b", 3, 4)
+    codes, outputs, seconds = launch([path] * 3, model=str(model), extra=("--timeout", "15"))
+    assert all(code != 0 for code in codes), codes
+    assert codes[2] == -9
+    assert seconds < 60
+    assert all("rank" in out and "instruction" in out for out in outputs[:2]), outputs[:2]

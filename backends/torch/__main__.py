@@ -52,8 +52,8 @@ def compile_file(path: str, pipeline: str | None):
         raise SystemExit(f"schedc: error: no pipeline named '{pipeline}' in {path}") from None
 
 
-def same_plan_everywhere(digest: str, world: int) -> bool:
-    mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8)
+def same_plan_everywhere(digest: str, world: int, device) -> bool:
+    mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8, device=device)
     everyone = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(everyone, mine)
     return all(torch.equal(mine, other) for other in everyone)
@@ -83,9 +83,9 @@ def check(runner, model, spec, dtype, inputs, targets, losses) -> float:
     worst = 0.0
     for (d, s), module in runner.modules.items():
         for p, want in zip(module.parameters(), grads[s]):
-            worst = max(worst, relative_error(p.grad, want))
+            worst = max(worst, relative_error(p.grad.cpu(), want))
     for g, loss in losses.items():
-        worst = max(worst, relative_error(loss, ref_losses[g]))
+        worst = max(worst, relative_error(loss.cpu(), ref_losses[g]))
     return worst
 
 
@@ -94,7 +94,7 @@ def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
     from .measure import compare_with_simulation, merge_trace, write_rank_records
 
     origin = min(r.start for r in runner.records) if runner.records else 0.0
-    start = torch.tensor([origin], dtype=torch.float64)
+    start = torch.tensor([origin], dtype=torch.float64, device=runner.device)
     dist.all_reduce(start, op=dist.ReduceOp.MIN)  # one clock on one host: perf_counter is system-wide
     for record in runner.records:
         record.start -= start.item()
@@ -116,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="compare with a single-process run")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available "
+                        "(NCCL, one GPU per rank: LOCAL_RANK), else cpu (gloo)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
     parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
                         "compare it with the simulated step (ranks on one host)")
@@ -126,14 +128,18 @@ def main(argv=None) -> int:
     spec, plan = compiled.spec, compiled.plan
     if world != spec.ranks:
         raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
-    dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout))
-    if not same_plan_everywhere(plan_digest(spec, plan), world):
+    device_kind = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}") if device_kind == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=args.timeout))
+    if not same_plan_everywhere(plan_digest(spec, plan), world, device):
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
     model = load_model(args.model)
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
-                            model.loss_fn)
+                            model.loss_fn, device=device)
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)
@@ -150,7 +156,8 @@ def main(argv=None) -> int:
         _write_trace(args.trace, runner, compiled, rank, world)
     status = 0
     if args.check:
-        worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64)
+        worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64,
+                             device=device)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
         ok = worst.item() <= TOLERANCE[dtype]
         if rank == 0:

@@ -12,9 +12,11 @@ Each rank runs its list in order:
   `torch.autograd.grad(output, params)`, which walks the stage's graph a second time.
 - `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
   (DualPipe's contract, see `OverlapHook`), else the forward and then the backward.
-- `SEND_*` posts an `isend` (kept until the step ends); `RECV_*` receives (blocking), in the
-  order the plan fixes, which both peers agree on (verified by the compiler). The first transfer
-  on each edge carries the tensor's shape and dtype; later ones reuse them.
+- `SEND_*` posts an `isend` (kept until the step ends); `RECV_*` takes a received tensor, in the
+  order the plan fixes, which both peers agree on (verified by the compiler). The first step's
+  first transfer on each edge carries the tensor's shape and dtype; from then on every RECV also
+  posts the `irecv`s of the next `lookahead` RECVs from the same peer, so data lands while the rank
+  computes (posting them in plan order keeps each channel's order).
 - `GRAD_SUM`: the two replicas of each stage (bidirectional pipelines) exchange and sum their
   gradients, so both hold the gradient of the whole batch.
 Gradients accumulate in the modules' `.grad` (sum over microbatches); the optimizer is the user's.
@@ -83,7 +85,9 @@ class _StepState:
     saved: dict = field(default_factory=dict)  # (d, s, j) -> (input, output or loss)
     grads: dict = field(default_factory=dict)  # (d, s, j) -> gradient of the stage's output
     input_grads: dict = field(default_factory=dict)  # (d, s, j) -> input gradient waiting for SEND_B
-    pending_w: dict = field(default_factory=dict)  # (d, s, j) -> (output, output grad) for W
+    pending_w: dict = field(default_factory=dict)  # (d, s, j) -> what W needs
+    posted: dict = field(default_factory=dict)  # plan index of a RECV -> (work, buffer)
+    upcoming: dict = field(default_factory=dict)  # peer -> plan indices of its RECVs not yet posted
     sends: list = field(default_factory=list)  # (work, tensor) kept alive until the step ends
     losses: dict = field(default_factory=dict)  # global microbatch -> loss
 
@@ -95,7 +99,7 @@ class PipelineRunner:
 
     def __init__(self, spec: PipelineSpec, plan: Plan, rank: int,
                  build_stages: Callable[[int], list[torch.nn.Module]],
-                 loss_fn: Callable, group=None, device: torch.device | str = "cpu"):
+                 loss_fn: Callable, group=None, device: torch.device | str = "cpu", lookahead: int = 2):
         self.spec, self.plan, self.rank = spec, plan, rank
         self.row = plan.ranks[rank]
         self.loss_fn, self.group, self.device = loss_fn, group, torch.device(device)
@@ -106,6 +110,7 @@ class PipelineRunner:
                         for d, s in spec.stages_of(rank)}
         self.meta: dict = {}  # edge key -> (shape, dtype), agreed at the first step
         self.records: list[Record] = []
+        self.lookahead = lookahead
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -116,7 +121,9 @@ class PipelineRunner:
         state = _StepState()
         self.records = []
         self._inputs, self._targets = inputs, targets
+        self._plan_receives(state)
         for index, instr in enumerate(self.row):
+            self._index = index
             start = time.perf_counter()
             try:
                 self._execute(instr, state)
@@ -145,11 +152,11 @@ class PipelineRunner:
         elif kind is OpKind.SEND_F:
             self._send(state, state.outputs.pop(_key(instr)).detach(), instr.peer, ("F", instr.direction, instr.stage))
         elif kind is OpKind.RECV_F:
-            state.inputs[_key(instr)] = self._recv(instr.peer, ("F", instr.direction, instr.stage - 1))
+            state.inputs[_key(instr)] = self._recv(state, instr.peer, ("F", instr.direction, instr.stage - 1))
         elif kind is OpKind.SEND_B:
             self._send(state, state.input_grads.pop(_key(instr)), instr.peer, ("B", instr.direction, instr.stage))
         elif kind is OpKind.RECV_B:
-            state.grads[_key(instr)] = self._recv(instr.peer, ("B", instr.direction, instr.stage + 1))
+            state.grads[_key(instr)] = self._recv(state, instr.peer, ("B", instr.direction, instr.stage + 1))
         elif kind is OpKind.GRAD_SUM:
             self._grad_sum(instr.peer)
 
@@ -253,6 +260,7 @@ class PipelineRunner:
             meta = torch.zeros(_META, dtype=torch.int64)
             meta[0], meta[1] = _DTYPES.index(tensor.dtype), tensor.dim()
             meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
+            meta = meta.to(self.device)  # NCCL sends device tensors only
             state.sends.append((dist.isend(meta, peer, group=self.group), meta))
             self.meta[edge] = (tuple(tensor.shape), tensor.dtype)
         elif self.meta[edge] != (tuple(tensor.shape), tensor.dtype):
@@ -260,10 +268,42 @@ class PipelineRunner:
                                f"{tuple(tensor.shape)} {tensor.dtype}, agreed {self.meta[edge]}")
         state.sends.append((dist.isend(tensor, peer, group=self.group), tensor))
 
-    def _recv(self, peer: int, edge) -> torch.Tensor:
+    @staticmethod
+    def _edge_of(instr: Instr):
+        if instr.kind is OpKind.RECV_F:
+            return ("F", instr.direction, instr.stage - 1)
+        return ("B", instr.direction, instr.stage + 1)
+
+    def _plan_receives(self, state: _StepState) -> None:
+        """Once every edge's shape is known (after the first step), queue each peer's RECVs in
+        plan order and post the first `lookahead` of them."""
+        receives = [(i, x) for i, x in enumerate(self.row) if x.kind in (OpKind.RECV_F, OpKind.RECV_B)]
+        if self.lookahead <= 0 or any(self._edge_of(x) not in self.meta for _, x in receives):
+            return
+        for i, x in receives:
+            state.upcoming.setdefault(x.peer, []).append(i)
+        for peer in state.upcoming:
+            self._post_next(state, peer, self.lookahead)
+
+    def _post_next(self, state: _StepState, peer: int, count: int) -> None:
+        queue = state.upcoming.get(peer, [])
+        while queue and count > 0:
+            index = queue.pop(0)
+            shape, dtype = self.meta[self._edge_of(self.row[index])]
+            buffer = torch.empty(shape, dtype=dtype, device=self.device)
+            state.posted[index] = (dist.irecv(buffer, peer, group=self.group), buffer)
+            count -= 1
+
+    def _recv(self, state: _StepState, peer: int, edge) -> torch.Tensor:
+        if self._index in state.posted:  # posted ahead: wait for it, then post the next one
+            work, buffer = state.posted.pop(self._index)
+            work.wait()
+            self._post_next(state, peer, 1)
+            return buffer
         if edge not in self.meta:
-            meta = torch.zeros(_META, dtype=torch.int64)
+            meta = torch.zeros(_META, dtype=torch.int64, device=self.device)
             dist.recv(meta, peer, group=self.group)
+            meta = meta.cpu()
             ndim = int(meta[1])
             self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), _DTYPES[int(meta[0])])
         shape, dtype = self.meta[edge]
