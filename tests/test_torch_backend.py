@@ -39,6 +39,24 @@ def launch(files, model=MLP, extra=(), env_extra=None, timeout=120):
     return [p.returncode for p in procs], outputs, time.monotonic() - start
 
 
+def model_with_broken_stage(tmp_path, name, rank, stage, forward_body):
+    """The MLP, except that `stage` on `rank` runs `forward_body` (failing or dying)."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(Path(MLP).read_text() + f"""
+import os, signal
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        {forward_body}
+_build = build_stages
+def build_stages(num_stages):
+    stages = _build(num_stages)
+    if os.environ["RANK"] == "{rank}":
+        stages[{stage}] = Broken()
+    return stages
+""")
+    return str(path)
+
+
 def sched(tmp_path, family, ranks, microbatches, name="p.sched", extra=""):
     path = tmp_path / name
     path.write_text(f"pipeline p {{ ranks = {ranks} microbatches = {microbatches} schedule = {family} "
@@ -62,21 +80,9 @@ def test_hand_written_order_runs(tmp_path):
 
 
 def test_a_failing_rank_stops_every_rank_and_says_where(tmp_path):
-    model = tmp_path / "failing.py"
-    model.write_text(Path(MLP).read_text() + '''
-import os
-class Exploding(torch.nn.Module):
-    def forward(self, x):
-        raise ValueError("boom")
-_build = build_stages
-def build_stages(num_stages):
-    stages = _build(num_stages)
-    if os.environ["RANK"] == "1":
-        stages[1] = Exploding()
-    return stages
-''')
+    model = model_with_broken_stage(tmp_path, "failing", 1, 1, 'raise ValueError("boom")')
     path = sched(tmp_path, "1f1b", 3, 4)
-    codes, outputs, seconds = launch([path] * 3, model=str(model), extra=("--timeout", "20"))
+    codes, outputs, seconds = launch([path] * 3, model=model, extra=("--timeout", "20"))
     assert all(code != 0 for code in codes), codes
     assert "rank 1, instruction 1 (F1.0): boom" in outputs[1]
     assert seconds < 60
@@ -173,21 +179,9 @@ def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helper
 
 
 def test_a_killed_rank_makes_every_rank_exit_non_zero_in_bounded_time(tmp_path):
-    model = tmp_path / "killed.py"
-    model.write_text(Path(MLP).read_text() + '''
-import os, signal
-class Killed(torch.nn.Module):
-    def forward(self, x):
-        os.kill(os.getpid(), signal.SIGKILL)
-_build = build_stages
-def build_stages(num_stages):
-    stages = _build(num_stages)
-    if os.environ["RANK"] == "2":
-        stages[2] = Killed()
-    return stages
-''')
+    model = model_with_broken_stage(tmp_path, "killed", 2, 2, "os.kill(os.getpid(), signal.SIGKILL)")
     path = sched(tmp_path, "1f1b", 3, 4)
-    codes, outputs, seconds = launch([path] * 3, model=str(model), extra=("--timeout", "15"))
+    codes, outputs, seconds = launch([path] * 3, model=model, extra=("--timeout", "15"))
     assert all(code != 0 for code in codes), codes
     assert codes[2] == -9
     assert seconds < 60
