@@ -1,0 +1,89 @@
+"""Helpers shared by the command-line modules: loading files, choosing pipelines, writing output."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .compiler import compile_spec
+from .errors import Diagnostic, SchedError, SourceFile
+from .simulate import simulate
+from .spec import FAMILIES, PipelineSpec, check_pipeline
+from .syntax import parse_program
+
+
+class UsageError(Exception):
+    """A problem with the command line or the files it names (not with .sched text)."""
+
+
+def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    source = SourceFile(path, text)
+    try:
+        specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+    except SchedError as error:
+        error.source = source
+        raise
+    if not specs:
+        raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
+                                     "microbatches = 8 schedule = 1f1b }`", None)])
+    return source, specs
+
+
+def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[PipelineSpec]:
+    if name is not None:
+        chosen = [s for s in specs if s.name == name]
+        if not chosen:
+            raise UsageError(f"no pipeline named '{name}' (the file has: "
+                             f"{', '.join(s.name for s in specs)})")
+        return chosen
+    if single and len(specs) > 1:
+        raise UsageError(f"the file has {len(specs)} pipelines ({', '.join(s.name for s in specs)}); "
+                         "pick one with --pipeline NAME")
+    return specs
+
+
+def _write(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
+    """Write to `output` (the user named it) or standard output; never over an input file."""
+    if output is None or output == "-":
+        if isinstance(data, bytes):
+            raise UsageError("binary output needs a file: add -o NAME")
+        sys.stdout.write(data)
+        return
+    out = Path(output)
+    if any(out.resolve() == Path(i).resolve() for i in inputs):
+        raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
+    if out.suffix == ".sched" and out.exists() and not force:
+        raise UsageError(f"refusing to overwrite '{output}': it is a .sched file, perhaps "
+                         "hand-written; choose another -o, or add --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        out.write_bytes(data)
+    else:
+        out.write_text(data, encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
+    """The format from --format, else from -o's extension; refuses others with the list."""
+    fmt = given or (Path(output).suffix.lstrip(".").lower() if output else allowed[0])
+    if fmt not in allowed:
+        raise UsageError(f"{what} cannot be written as '{fmt}'; choose one of: "
+                         f"{', '.join('.' + a for a in allowed)}")
+    return fmt
+
+
+def _families(text: str) -> list[str]:
+    families = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    return families
+
+
+def _compiled_timeline(spec: PipelineSpec):
+    compiled = compile_spec(spec)
+    return compiled, simulate(compiled.spec, compiled.dag, compiled.plan)
