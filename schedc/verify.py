@@ -57,15 +57,25 @@ def _check_coverage(spec: PipelineSpec, dag: Dag, owner: dict[Instr, Where]) -> 
     if len(owner) == len(dag.preds) and all(op in dag.preds for op in owner):
         return []
     problems = []
+    missing: dict[int, list[Instr]] = {}  # home rank -> its ops that no list runs, in DAG order
     for op in dag.preds:
         if op not in owner:
-            home = spec.rank_of(op.direction, op.stage)
-            problems.append(Problem("coverage", f"{op} never runs (it belongs on rank {home})",
-                                    (home, -1)))
+            missing.setdefault(spec.rank_of(op.direction, op.stage), []).append(op)
+    for home, ops in sorted(missing.items()):
+        problems.append(Problem("coverage", _never_run(ops, home), (home, -1)))
     for op, where in owner.items():
         if op not in dag:
             problems.append(Problem("coverage", f"{op} is not an op of this pipeline", where))
     return problems
+
+
+def _never_run(ops: list[Instr], home: int, shown: int = 8) -> str:
+    """One rank's missing ops as one message: all of them up to `shown`, then how many more."""
+    if len(ops) == 1:
+        return f"{ops[0]} never runs (it belongs on rank {home})"
+    names = " ".join(str(op) for op in ops[:shown])
+    more = f" and {len(ops) - shown} more" if len(ops) > shown else ""
+    return f"{len(ops)} ops never run: {names}{more} (they belong on rank {home})"
 
 
 def _check_overlaps(rows) -> list[Problem]:
