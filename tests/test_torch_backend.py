@@ -147,35 +147,170 @@ def test_float32_check_uses_the_float32_tolerance(tmp_path):
     assert codes == [0, 0] and "tolerance 1e-05, float32): PASS" in outputs[0]
 
 
-@pytest.mark.parametrize("helpers", [True, False])
-def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helpers, monkeypatch, tmp_path):
+def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
+    """One step of `family` on a single rank (gloo, world of one) with the transformer blocks;
+    returns the runner, its losses and the single-process reference (grads, losses)."""
     import torch
     import torch.distributed as dist
 
     import schedc
     from schedc.backends.torch import runner as runner_module
     from schedc.backends.torch.__main__ import load_model, reference
-    if helpers and not runner_module.SPLIT_WITH_TORCH_HELPERS:
-        pytest.skip("this torch has no pipelining backward helpers")
-    monkeypatch.setattr(runner_module, "SPLIT_WITH_TORCH_HELPERS", helpers)
     model = load_model(str(ROOT / "examples" / "models" / "transformer.py"))
-    # one rank holding two stages (V placement), so the split runs on a stage with an input gradient
-    [spec] = schedc.parse("pipeline one { ranks = 1 microbatches = 3 schedule = zbv }", "one.sched")
+    [spec] = schedc.parse(f"pipeline one {{ ranks = 1 microbatches = 3 schedule = {family} }}", "one.sched")
     compiled = schedc.compile(spec)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         run = runner_module.PipelineRunner(compiled.spec, compiled.plan, 0,
                                            lambda n: [m.double() for m in model.build_stages(n)], model.loss_fn)
+        prepare(run)
         inputs, targets = model.make_batch(3)
         inputs, targets = [x.double() for x in inputs], [y.double() for y in targets]
         losses = run.step(inputs, targets)
     finally:
         dist.destroy_process_group()
-    grads, ref_losses = reference(model, compiled.spec, torch.float64, inputs, targets)
-    for stage in (0, 1):
-        for got, want in zip(run.modules[(0, stage)].parameters(), grads[stage]):
+    return run, losses, reference(model, compiled.spec, torch.float64, inputs, targets)
+
+
+def assert_matches_reference(run, losses, ref):
+    import torch
+    grads, ref_losses = ref
+    for (_d, stage), module in run.modules.items():
+        for got, want in zip(module.parameters(), grads[stage]):
             assert torch.allclose(got.grad, want, rtol=1e-12, atol=1e-14)
     assert [float(l) for l in losses.values()] == pytest.approx([float(l) for l in ref_losses], rel=1e-12)
+
+
+@pytest.mark.parametrize("helpers", [True, False])
+def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helpers, monkeypatch, tmp_path):
+    from schedc.backends.torch import runner as runner_module
+    if helpers and not runner_module.SPLIT_WITH_TORCH_HELPERS:
+        pytest.skip("this torch has no pipelining backward helpers")
+    monkeypatch.setattr(runner_module, "SPLIT_WITH_TORCH_HELPERS", helpers)
+    # one rank holding two stages (V placement), so the split runs on a stage with an input gradient
+    assert_matches_reference(*run_on_one_rank(tmp_path, "zbv"))
+
+
+def test_overlapped_pairs_without_a_hook_take_the_two_stream_path(monkeypatch, tmp_path):
+    """No GPU here: stand-ins for CUDA's streams run the two-stream path of an overlapped pair and
+    log what it asks of them: the side stream waits for the current one, the forward runs inside
+    it, the backward outside, then the current stream waits for the side one."""
+    import contextlib
+
+    import torch
+    log = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def wait_stream(self, other):
+            log.append(f"{self.name} waits {other.name}")
+
+    current = Stream("current")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream("side"))
+
+    @contextlib.contextmanager
+    def on(stream):
+        log.append(f"enter {stream.name}")
+        yield
+        log.append(f"leave {stream.name}")
+
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda tensor, stream: log.append(f"record {stream.name}"))
+
+    def prepare(runner):
+        runner.two_streams = True
+        for block in runner.modules.values():  # the same blocks without their overlap hook
+            block.__class__ = type("PlainBlock", (type(block),), {"overlapped_forward_backward": None})
+        for name in ("_forward", "_backward"):
+            method = getattr(runner, name)
+            monkeypatch.setattr(runner, name, lambda *a, m=method, n=name, **k: (log.append(n), m(*a, **k))[1])
+
+    run, losses, ref = run_on_one_rank(tmp_path, "dualpipev", prepare)
+    assert_matches_reference(run, losses, ref)
+    pairs = sum(1 for x in run.plan.ranks[0] if x.kind.value == "OVERLAP")
+    pattern = ["side waits current", "enter side", "_forward", "leave side", "_backward", "current waits side"]
+    starts = [i for i, entry in enumerate(log) if entry == "side waits current"]
+    assert len(starts) == pairs > 0
+    for i in starts:
+        assert log[i:i + len(pattern)] == pattern
+        assert "record current" in log[i + len(pattern):i + len(pattern) + 4]
+
+
+PROBE = """
+import weakref
+class Probe(torch.nn.Module):
+    \"\"\"A linear stage (its backward does not need its output) that reports, at each backward of
+    its output, how many of the outputs it returned this step still hold their storage.\"\"\"
+    def __init__(self, index):
+        super().__init__()
+        self.index, self.linear, self.outputs = index, torch.nn.Linear(WIDTH, WIDTH), []
+    def forward(self, x):
+        out = self.linear(x)
+        self.outputs.append(weakref.ref(out.untyped_storage()))
+        out.register_hook(self.report)
+        return out
+    def report(self, grad):
+        alive = sum(r() is not None for r in self.outputs)
+        print(f"stage {self.index}: {alive} outputs alive", flush=True)
+def build_stages(num_stages):
+    torch.manual_seed(0)
+    return [Probe(i) for i in range(num_stages)]
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_sent_outputs_give_their_storage_back_once_the_peer_has_them(keep, tmp_path):
+    model = tmp_path / "probe.py"
+    model.write_text(Path(MLP).read_text() + PROBE)
+    path = sched(tmp_path, "gpipe", 2, 4)
+    codes, outputs, _ = launch([path] * 2, model=str(model),
+                               extra=("--check",) + (("--keep-sent-outputs",) if keep else ()))
+    assert codes == [0, 0] and "PASS" in outputs[0], outputs[0][-3000:]
+    alive = [int(line.split(": ")[1].split()[0]) for line in outputs[0].splitlines()
+             if line.startswith("stage 0:")][:4]  # the pipelined step; the reference run follows
+    # GPipe: rank 0 sends all four forwards before its first backward, whose gradient rank 1 sends
+    # only after receiving them all, so none needs keeping; kept, the first backward sees all four
+    assert alive == ([4, 3, 2, 1] if keep else [0, 0, 0, 0])
+
+
+def test_releasing_an_output_keeps_its_gradients_and_spares_tensors_others_hold():
+    import torch
+
+    from schedc.backends.torch.runner import release_storage
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 4, dtype=torch.float64)
+    for last in (lambda h: h, torch.tanh):  # tanh saves its output: it must survive the release
+        want = torch.autograd.grad(last(x @ weight), [x, weight], grad)
+        out = last(x @ weight)
+        release_storage(out)
+        assert out.shape == (3, 4) and out.untyped_storage().nbytes() == 8
+        got = torch.autograd.grad(out, [x, weight], grad)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    before = x.detach().clone()
+    release_storage(x)  # a stage that returns its input: the tensor is the caller's
+    view = (x @ weight)[:, :2]
+    release_storage(view)  # a view: its base stays alive, nothing to gain
+    assert torch.equal(x.detach(), before) and view.untyped_storage().nbytes() == 3 * 4 * 8
+
+
+def test_the_plan_proves_which_sends_the_peer_has_received():
+    import schedc
+    from schedc.backends.torch.runner import sends_received_before
+    [spec] = schedc.parse("pipeline p { ranks = 3 microbatches = 4 schedule = 1f1b }", "p.sched")
+    plan = schedc.compile(spec).plan
+    # rank 0: F0 F1 F2 sent in warm-up; rank 1 sends B0 after receiving F0 and F1 (its warm-up is
+    # one forward, then F1 B0), B1 after F2, B2 after F3, B3 after nothing new
+    proof = sends_received_before(plan, 0)
+    assert list(proof.values()) == [2, 3, 4, 4]
+    # rank 1 hears from rank 0 (forwards) and rank 2 (gradients); rank 0 never waits on rank 1
+    # before sending forwards, so nothing rank 1 sent to it is proven by them
+    proof = sends_received_before(plan, 1)
+    from_rank0 = [proof[i] for i, x in enumerate(plan.ranks[1]) if i in proof and x.peer == 0]
+    assert from_rank0 == [0, 0, 0, 1]
 
 
 def test_a_killed_rank_makes_every_rank_exit_non_zero_in_bounded_time(tmp_path):

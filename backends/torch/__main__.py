@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
     parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
                         "compare it with the simulated step (ranks on one host)")
+    parser.add_argument("--keep-sent-outputs", action="store_true", help="keep each sent stage output's "
+                        "storage until the step ends (needed only when a stage keeps and reads the tensor it returns)")
     args = parser.parse_args(argv)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
         return 1
     model = load_model(args.model)
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
-                            model.loss_fn, device=device)
+                            model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs)
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)

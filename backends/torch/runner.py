@@ -11,9 +11,13 @@ Each rank runs its list in order:
   `torch.autograd.grad(output, input, retain_graph=True)` and `W` is
   `torch.autograd.grad(output, params)`, which walks the stage's graph a second time.
 - `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
-  (DualPipe's contract, see `OverlapHook`), else the forward and then the backward.
-- `SEND_*` posts an `isend` (kept until the step ends); `RECV_*` takes a received tensor, in the
-  order the plan fixes, which both peers agree on (verified by the compiler). The first step's
+  (DualPipe's contract, see `OverlapHook`); else, on CUDA, the forward on a second stream while the
+  backward runs on the current one; on CPU the forward and then the backward.
+- `SEND_*` posts an `isend`; `RECV_*` takes a received tensor, in the order the plan fixes, which
+  both peers agree on (verified by the compiler). A sent tensor is kept until its transfer reports
+  completion (NCCL) or the plan proves the peer has it (`sends_received_before`), then let go; a
+  sent stage output gives its own reference to the storage back at once (`release_storage`),
+  keeping only its place in the autograd graph. The first step's
   first transfer on each edge carries the tensor's shape and dtype; from then on every RECV also
   posts the `irecv`s of the next `lookahead` RECVs from the same peer, so data lands while the rank
   computes (posting them in plan order keeps each channel's order).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -88,18 +93,22 @@ class _StepState:
     pending_w: dict = field(default_factory=dict)  # (d, s, j) -> what W needs
     posted: dict = field(default_factory=dict)  # plan index of a RECV -> (work, buffer)
     upcoming: dict = field(default_factory=dict)  # peer -> plan indices of its RECVs not yet posted
-    sends: list = field(default_factory=list)  # (work, tensor) kept alive until the step ends
+    sends: dict = field(default_factory=dict)  # peer -> deque of [works, tensor], one per plan SEND
+    released: dict = field(default_factory=dict)  # peer -> how many sends to it were let go
     losses: dict = field(default_factory=dict)  # global microbatch -> loss
 
 
 class PipelineRunner:
     """Runs `plan`'s list for `rank`. `build_stages(num_stages)` returns every stage's module
     (deterministically: each rank calls it and keeps the stages it holds, so replicas start equal);
-    `loss_fn(output, target)` is applied on the last stage."""
+    `loss_fn(output, target)` is applied on the last stage. `free_sent_outputs`: give a sent stage
+    output's storage back once sent (see `release_storage`); turn it off when a stage module keeps
+    its own reference to the tensor it returns and reads it later."""
 
     def __init__(self, spec: PipelineSpec, plan: Plan, rank: int,
                  build_stages: Callable[[int], list[torch.nn.Module]],
-                 loss_fn: Callable, group=None, device: torch.device | str = "cpu", lookahead: int = 2):
+                 loss_fn: Callable, group=None, device: torch.device | str = "cpu", lookahead: int = 2,
+                 free_sent_outputs: bool = True):
         self.spec, self.plan, self.rank = spec, plan, rank
         self.row = plan.ranks[rank]
         self.loss_fn, self.group, self.device = loss_fn, group, torch.device(device)
@@ -111,6 +120,10 @@ class PipelineRunner:
         self.meta: dict = {}  # edge key -> (shape, dtype), agreed at the first step
         self.records: list[Record] = []
         self.lookahead = lookahead
+        self.free_sent_outputs = free_sent_outputs
+        self.two_streams = self.device.type == "cuda"  # overlapped pairs without a hook
+        self._side_stream = None  # where their forwards run
+        self.received_proof = sends_received_before(plan, rank)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -130,8 +143,8 @@ class PipelineRunner:
             except Exception as exc:
                 raise RuntimeError(f"rank {self.rank}, instruction {index} ({instr}): {exc}") from exc
             self.records.append(Record(index, instr, start, time.perf_counter()))
-        for work, _tensor in state.sends:
-            work.wait()
+        for peer, queue in state.sends.items():
+            self._let_go(state, peer, state.released.get(peer, 0) + len(queue))
         return state.losses
 
     def _global(self, d: int, j: int) -> int:
@@ -150,7 +163,10 @@ class PipelineRunner:
         elif kind is OpKind.OVERLAP:
             self._overlap(instr, state)
         elif kind is OpKind.SEND_F:
-            self._send(state, state.outputs.pop(_key(instr)).detach(), instr.peer, ("F", instr.direction, instr.stage))
+            output = state.outputs.pop(_key(instr))
+            self._send(state, output.detach(), instr.peer, ("F", instr.direction, instr.stage))
+            if self.free_sent_outputs:
+                release_storage(output)
         elif kind is OpKind.RECV_F:
             state.inputs[_key(instr)] = self._recv(state, instr.peer, ("F", instr.direction, instr.stage - 1))
         elif kind is OpKind.SEND_B:
@@ -225,11 +241,35 @@ class PipelineRunner:
         forward, backward = instr.parts
         module0 = self.modules[(forward.direction, forward.stage)]
         hook = getattr(type(module0), "overlapped_forward_backward", None)
-        if hook is None or backward.kind is not OpKind.B:
+        if hook is not None and backward.kind is OpKind.B:
+            self._run_hook(hook, forward, backward, state)
+        elif self.two_streams:
+            self._overlap_on_two_streams(forward, backward, state)
+        else:
             self._forward(forward, state)
             self._backward(backward, state, full=backward.kind is OpKind.B)
-            return
-        self._run_hook(hook, forward, backward, state)
+
+    def _overlap_on_two_streams(self, forward: Instr, backward: Instr, state: _StepState) -> None:
+        """The forward on a side stream, the backward on the current one, so the GPU runs them
+        together. Autograd runs each backward op on the stream its forward ran on, so the later
+        backward of this forward stays on the side stream, ordered by autograd against the caller."""
+        current = torch.cuda.current_stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
+        side.wait_stream(current)  # the forward's input (received or handed over) is ready
+        with torch.cuda.stream(side):
+            self._forward(forward, state)
+        self._backward(backward, state, full=backward.kind is OpKind.B)
+        current.wait_stream(side)
+        # tell the caching allocator who else reads these blocks, so none is reused too early
+        d, s, j = _key(forward)
+        state.saved[(d, s, j)][0].record_stream(side)  # the input, read again by the backward
+        made_on_side = (state.outputs.get((d, s, j)), state.inputs.get((d, s + 1, j)),
+                        state.losses.get(self._global(d, j)))
+        for tensor in made_on_side:
+            if tensor is not None:
+                tensor.record_stream(current)
 
     def _run_hook(self, hook, forward: Instr, backward: Instr, state: _StepState) -> None:
         d0, s0, j0 = _key(forward)
@@ -256,17 +296,34 @@ class PipelineRunner:
 
     def _send(self, state: _StepState, tensor: torch.Tensor, peer: int, edge) -> None:
         tensor = tensor.detach().contiguous()
+        works = []
         if edge not in self.meta:
             meta = torch.zeros(_META, dtype=torch.int64)
             meta[0], meta[1] = _DTYPES.index(tensor.dtype), tensor.dim()
             meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
             meta = meta.to(self.device)  # NCCL sends device tensors only
-            state.sends.append((dist.isend(meta, peer, group=self.group), meta))
+            works.append(dist.isend(meta, peer, group=self.group))
             self.meta[edge] = (tuple(tensor.shape), tensor.dtype)
         elif self.meta[edge] != (tuple(tensor.shape), tensor.dtype):
             raise RuntimeError(f"{edge[0]} transfer of stage {edge[2]} changed shape or dtype: "
                                f"{tuple(tensor.shape)} {tensor.dtype}, agreed {self.meta[edge]}")
-        state.sends.append((dist.isend(tensor, peer, group=self.group), tensor))
+        works.append(dist.isend(tensor, peer, group=self.group))
+        queue = state.sends.setdefault(peer, deque())
+        queue.append((works, tensor))
+        self._let_go(state, peer, state.released.get(peer, 0) + _completed_prefix(queue))
+
+    def _let_go(self, state: _StepState, peer: int, count: int) -> None:
+        """Wait for and drop the first `count` sends of the step to `peer` (those not dropped yet).
+        Called with a count the plan proves received, or that reported completion, the waits
+        return at once."""
+        queue = state.sends.get(peer)
+        released = state.released.get(peer, 0)
+        while queue and released < count:
+            works, _tensor = queue.popleft()
+            for work in works:
+                work.wait()
+            released += 1
+        state.released[peer] = released
 
     @staticmethod
     def _edge_of(instr: Instr):
@@ -295,6 +352,13 @@ class PipelineRunner:
             count -= 1
 
     def _recv(self, state: _StepState, peer: int, edge) -> torch.Tensor:
+        buffer = self._take(state, peer, edge)
+        released = state.released.get(peer, 0)
+        done = released + _completed_prefix(state.sends.get(peer, ()))
+        self._let_go(state, peer, max(self.received_proof[self._index], done))
+        return buffer
+
+    def _take(self, state: _StepState, peer: int, edge) -> torch.Tensor:
         if self._index in state.posted:  # posted ahead: wait for it, then post the next one
             work, buffer = state.posted.pop(self._index)
             work.wait()
@@ -322,6 +386,57 @@ class PipelineRunner:
                 dist.recv(theirs, peer, group=self.group)
                 work.wait()
                 p.grad = mine + theirs
+
+
+def sends_received_before(plan: Plan, rank: int) -> dict[int, int]:
+    """For each RECV in `rank`'s list (by index): how many of `rank`'s sends to that peer the peer
+    has certainly received by then. The k-th message from a peer is its k-th SEND to `rank`
+    (channels are FIFO); the peer runs its list in order, so every RECV from `rank` that comes
+    before that SEND in its list had completed when it sent."""
+    receives = (OpKind.RECV_F, OpKind.RECV_B)
+    sends = (OpKind.SEND_F, OpKind.SEND_B)
+    proof: dict[int, int] = {}
+    received_by_peer: dict[int, list[int]] = {}  # peer -> count before each of its sends to rank
+    next_message: dict[int, int] = {}
+    for index, instr in enumerate(plan.ranks[rank]):
+        if instr.kind not in receives:
+            continue
+        peer = instr.peer
+        if peer not in received_by_peer:
+            counts, seen = [], 0
+            for other in plan.ranks[peer]:
+                if other.peer == rank and other.kind in receives:
+                    seen += 1
+                elif other.peer == rank and other.kind in sends:
+                    counts.append(seen)
+            received_by_peer[peer] = counts
+        k = next_message.get(peer, 0)
+        next_message[peer] = k + 1
+        proof[index] = received_by_peer[peer][k]
+    return proof
+
+
+def _completed_prefix(queue) -> int:
+    """How many sends at the head of `queue` report completion. NCCL answers from the transfer's
+    CUDA event; gloo's sends never report it before `wait`, so on CPU only the plan's proof
+    (`sends_received_before`) lets them go before the step ends."""
+    count = 0
+    for works, _tensor in queue:
+        if not all(work.is_completed() for work in works):
+            break
+        count += 1
+    return count
+
+
+def release_storage(output: torch.Tensor) -> None:
+    """Give a sent stage output's storage back while keeping its place in the autograd graph (as
+    Megatron and DualPipe do): its data becomes one element broadcast to its shape, which is all
+    backward looks at (shapes, not values). An op that saved the output for its backward (tanh,
+    softmax) keeps its own reference, so gradients are unchanged; the memory comes back when no op
+    did. Left as they are: a view (it keeps its base alive anyway) and a tensor no op of the stage
+    made (no `grad_fn`: the stage returned its input or a tensor of its own, which others hold)."""
+    if output._base is None and output.grad_fn is not None:
+        output.data = torch.empty((), dtype=output.dtype, device=output.device).expand(output.shape)
 
 
 def _key(instr: Instr) -> tuple[int, int, int]:
