@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
                             model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs)
+    runner.synchronize_records = bool(args.trace)
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)

@@ -123,6 +123,8 @@ class PipelineRunner:
         self.free_sent_outputs = free_sent_outputs
         self.two_streams = self.device.type == "cuda"  # overlapped pairs without a hook
         self._side_stream = None  # where their forwards run
+        self.synchronize_records = False  # CUDA: wait for the GPU after each instruction, so
+        # `records` hold the GPU's times rather than the launch times (slows the step: for traces)
         self.received_proof = sends_received_before(plan, rank)
 
     # ---- the step ---------------------------------------------------------------------------
@@ -142,6 +144,8 @@ class PipelineRunner:
                 self._execute(instr, state)
             except Exception as exc:
                 raise RuntimeError(f"rank {self.rank}, instruction {index} ({instr}): {exc}") from exc
+            if self.synchronize_records and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
             self.records.append(Record(index, instr, start, time.perf_counter()))
         for peer, queue in state.sends.items():
             self._let_go(state, peer, state.released.get(peer, 0) + len(queue))
