@@ -91,9 +91,8 @@ def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
 
 def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
-    ids = {w: n for n, w in enumerate(nodes)}
     owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], spec.split_backward)}
-    preds = _predecessors(spec, dag, plan, nodes, ids, owner)
+    preds = _predecessors(spec, dag, plan, nodes, owner)
     successors: list[list[int]] = [[] for _ in nodes]
     for n, ps in enumerate(preds):
         for p, _delay in ps:
@@ -112,20 +111,20 @@ def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     return _timeline(spec, plan, nodes, start, end, cause)
 
 
-def _predecessors(spec, dag, plan, nodes, ids, owner) -> list[list[tuple[int, float]]]:
+def _predecessors(spec, dag, plan, nodes, owner) -> list[list[tuple[int, float]]]:
     """For each node: (node it waits for, delay after that node ends)."""
     preds: list[list[tuple[int, float]]] = []
     previous_on_rank: dict[int, int] = {}
+    comm = [c.comm for c in spec.costs]
+    predecessors, split = dag.predecessors, spec.split_backward
     for n, (r, i) in enumerate(nodes):
         ps = [(previous_on_rank[r], 0.0)] if r in previous_on_rank else []
         previous_on_rank[r] = n
-        for op in ops_of(plan.ranks[r][i], spec.split_backward):
-            for need in dag.predecessors(op):
+        for op in ops_of(plan.ranks[r][i], split):
+            for need in predecessors(op):
                 m = owner[need]
-                if m == n:
-                    continue
-                delay = spec.cost(need.stage).comm if nodes[m][0] != r else 0.0
-                ps.append((m, delay))
+                if m != n:
+                    ps.append((m, comm[need.stage] if nodes[m][0] != r else 0.0))
         preds.append(ps)
     return preds
 
