@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "single-process run; prints the largest relative error and PASS/FAIL")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda (NCCL) when available, else cpu (gloo)")
+    p.add_argument("--comm", choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), gloo "
+                   "on cpu; gloo with --device cuda stages transfers through host memory so ranks can share a GPU")
     p.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
     p.add_argument("--trace", help="write a Chrome trace of what really ran (last step) and compare "
                    "measured and simulated step time and idle")

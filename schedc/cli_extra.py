@@ -166,6 +166,7 @@ def cmd_run(args) -> int:
     command += ["--pipeline", spec.name] + (["--check"] if args.check else [])
     command += ["--trace", str(Path(args.trace).resolve())] if args.trace else []
     command += ["--device", args.device] if args.device else []
+    command += ["--comm", args.comm] if args.comm else []
     command += ["--keep-sent-outputs"] if args.keep_sent_outputs else []
     if args.profile:
         return _profile(spec, args)

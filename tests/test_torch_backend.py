@@ -297,6 +297,27 @@ def test_releasing_an_output_keeps_its_gradients_and_spares_tensors_others_hold(
     assert torch.equal(x.detach(), before) and view.untyped_storage().nbytes() == 3 * 4 * 8
 
 
+def test_devices_and_process_groups_are_picked_or_refused_with_a_way_out(monkeypatch):
+    import torch
+
+    from schedc.backends.torch.__main__ import pick_devices
+    assert pick_devices("cpu", None, 3) == (torch.device("cpu"), "gloo")
+    with pytest.raises(SystemExit, match="NCCL runs on GPUs only"):
+        pick_devices("cpu", "nccl", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_devices(None, None, 0) == (torch.device("cpu"), "gloo")
+    with pytest.raises(SystemExit, match="sees no GPU; use --device cpu"):
+        pick_devices("cuda", None, 0)
+    # one GPU, two ranks: NCCL refuses the second, gloo shares the GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit, match="add --comm gloo to share GPUs"):
+        pick_devices("cuda", None, 1)
+    assert pick_devices("cuda", "gloo", 1) == (torch.device("cuda:0"), "gloo")
+
+
 def test_the_plan_proves_which_sends_the_peer_has_received():
     import schedc
     from schedc.backends.torch.runner import sends_received_before

@@ -52,6 +52,27 @@ def compile_file(path: str, pipeline: str | None):
         raise SystemExit(f"schedc: error: no pipeline named '{pipeline}' in {path}") from None
 
 
+def pick_devices(device_kind: str | None, comm: str | None, rank: int) -> tuple[torch.device, str]:
+    """This rank's compute device and process-group backend. NCCL needs one GPU per rank; gloo
+    on CUDA lets ranks share GPUs (rank i uses GPU LOCAL_RANK mod the GPU count)."""
+    device_kind = device_kind or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_kind == "cpu":
+        if comm == "nccl":
+            raise SystemExit("schedc: error: NCCL runs on GPUs only; use --device cuda, or gloo on cpu")
+        return torch.device("cpu"), "gloo"
+    if not torch.cuda.is_available():
+        raise SystemExit("schedc: error: --device cuda, but this torch sees no GPU; use --device cpu")
+    local, gpus = int(os.environ.get("LOCAL_RANK", rank)), torch.cuda.device_count()
+    comm = comm or "nccl"
+    if comm == "nccl" and local >= gpus:
+        raise SystemExit(f"schedc: error: NCCL needs one GPU per rank, but local rank {local} has "
+                         f"only {gpus} GPU(s); add --comm gloo to share GPUs (transfers staged "
+                         "through host memory)")
+    device = torch.device(f"cuda:{local % gpus}")
+    torch.cuda.set_device(device)
+    return device, comm
+
+
 def same_plan_everywhere(digest: str, world: int, device) -> bool:
     mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8, device=device)
     everyone = [torch.empty_like(mine) for _ in range(world)]
@@ -94,7 +115,7 @@ def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
     from .measure import compare_with_simulation, merge_trace, write_rank_records
 
     origin = min(r.start for r in runner.records) if runner.records else 0.0
-    start = torch.tensor([origin], dtype=torch.float64, device=runner.device)
+    start = torch.tensor([origin], dtype=torch.float64, device=runner.comm_device)
     dist.all_reduce(start, op=dist.ReduceOp.MIN)  # one clock on one host: perf_counter is system-wide
     for record in runner.records:
         record.start -= start.item()
@@ -118,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available "
                         "(NCCL, one GPU per rank: LOCAL_RANK), else cpu (gloo)")
+    parser.add_argument("--comm", choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), "
+                        "gloo on cpu; gloo on cuda stages transfers through host memory, so ranks may share GPUs")
     parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
     parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
                         "compare it with the simulated step (ranks on one host)")
@@ -130,18 +153,17 @@ def main(argv=None) -> int:
     spec, plan = compiled.spec, compiled.plan
     if world != spec.ranks:
         raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
-    device_kind = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}") if device_kind == "cuda" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=args.timeout))
-    if not same_plan_everywhere(plan_digest(spec, plan), world, device):
+    device, comm = pick_devices(args.device, args.comm, rank)
+    comm_device = device if comm == "nccl" else torch.device("cpu")
+    dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
+    if not same_plan_everywhere(plan_digest(spec, plan), world, comm_device):
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
     model = load_model(args.model)
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
-                            model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs)
+                            model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
+                            comm_device=comm_device)
     runner.synchronize_records = bool(args.trace)
     for step in range(args.steps):
         for module in runner.modules.values():
@@ -160,7 +182,7 @@ def main(argv=None) -> int:
     status = 0
     if args.check:
         worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64,
-                             device=device)
+                             device=comm_device)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
         ok = worst.item() <= TOLERANCE[dtype]
         if rank == 0:

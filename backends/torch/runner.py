@@ -103,15 +103,18 @@ class PipelineRunner:
     (deterministically: each rank calls it and keeps the stages it holds, so replicas start equal);
     `loss_fn(output, target)` is applied on the last stage. `free_sent_outputs`: give a sent stage
     output's storage back once sent (see `release_storage`); turn it off when a stage module keeps
-    its own reference to the tensor it returns and reads it later."""
+    its own reference to the tensor it returns and reads it later. `comm_device`: where transfers
+    live, the compute device by default (NCCL on CUDA); "cpu" stages CUDA tensors through host
+    memory, for gloo (several ranks sharing one GPU, which NCCL refuses)."""
 
     def __init__(self, spec: PipelineSpec, plan: Plan, rank: int,
                  build_stages: Callable[[int], list[torch.nn.Module]],
                  loss_fn: Callable, group=None, device: torch.device | str = "cpu", lookahead: int = 2,
-                 free_sent_outputs: bool = True):
+                 free_sent_outputs: bool = True, comm_device: torch.device | str | None = None):
         self.spec, self.plan, self.rank = spec, plan, rank
         self.row = plan.ranks[rank]
         self.loss_fn, self.group, self.device = loss_fn, group, torch.device(device)
+        self.comm_device = torch.device(comm_device) if comm_device is not None else self.device
         built = build_stages(spec.num_stages)
         if len(built) != spec.num_stages:
             raise ValueError(f"build_stages({spec.num_stages}) returned {len(built)} modules")
@@ -299,13 +302,13 @@ class PipelineRunner:
     # ---- transfers -------------------------------------------------------------------------
 
     def _send(self, state: _StepState, tensor: torch.Tensor, peer: int, edge) -> None:
-        tensor = tensor.detach().contiguous()
+        tensor = tensor.detach().to(self.comm_device).contiguous()
         works = []
         if edge not in self.meta:
             meta = torch.zeros(_META, dtype=torch.int64)
             meta[0], meta[1] = _DTYPES.index(tensor.dtype), tensor.dim()
             meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
-            meta = meta.to(self.device)  # NCCL sends device tensors only
+            meta = meta.to(self.comm_device)  # NCCL sends device tensors only
             works.append(dist.isend(meta, peer, group=self.group))
             self.meta[edge] = (tuple(tensor.shape), tensor.dtype)
         elif self.meta[edge] != (tuple(tensor.shape), tensor.dtype):
@@ -351,12 +354,12 @@ class PipelineRunner:
         while queue and count > 0:
             index = queue.pop(0)
             shape, dtype = self.meta[self._edge_of(self.row[index])]
-            buffer = torch.empty(shape, dtype=dtype, device=self.device)
+            buffer = torch.empty(shape, dtype=dtype, device=self.comm_device)
             state.posted[index] = (dist.irecv(buffer, peer, group=self.group), buffer)
             count -= 1
 
     def _recv(self, state: _StepState, peer: int, edge) -> torch.Tensor:
-        buffer = self._take(state, peer, edge)
+        buffer = self._take(state, peer, edge).to(self.device)
         released = state.released.get(peer, 0)
         done = released + _completed_prefix(state.sends.get(peer, ()))
         self._let_go(state, peer, max(self.received_proof[self._index], done))
@@ -369,13 +372,13 @@ class PipelineRunner:
             self._post_next(state, peer, 1)
             return buffer
         if edge not in self.meta:
-            meta = torch.zeros(_META, dtype=torch.int64, device=self.device)
+            meta = torch.zeros(_META, dtype=torch.int64, device=self.comm_device)
             dist.recv(meta, peer, group=self.group)
             meta = meta.cpu()
             ndim = int(meta[1])
             self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), _DTYPES[int(meta[0])])
         shape, dtype = self.meta[edge]
-        buffer = torch.empty(shape, dtype=dtype, device=self.device)
+        buffer = torch.empty(shape, dtype=dtype, device=self.comm_device)
         dist.recv(buffer, peer, group=self.group)
         return buffer
 
@@ -384,12 +387,13 @@ class PipelineRunner:
         stage in stage order (the mirror holds the same stages in the other direction)."""
         for d, s in sorted(self.modules, key=lambda k: k[1]):
             for p in self.modules[(d, s)].parameters():
-                mine = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                grad = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+                mine = grad.to(self.comm_device, copy=True)
                 theirs = torch.empty_like(mine)
                 work = dist.isend(mine, peer, group=self.group)
                 dist.recv(theirs, peer, group=self.group)
                 work.wait()
-                p.grad = mine + theirs
+                p.grad = (mine + theirs).to(self.device)
 
 
 def sends_received_before(plan: Plan, rank: int) -> dict[int, int]:
