@@ -64,6 +64,8 @@ class OverlapHook(Protocol):
     else None); `loss1` is given when module1 is the last stage (then `outputs1` and
     `output_grads1` are None). The hook must leave module1's parameter gradients accumulated and
     the input of module1's forward with its `.grad` set, as `torch.autograd.backward` would.
+    `outputs1` was sent, so its storage may have been given back (`release_storage`): it keeps
+    its shape and its place in the graph, not its values; use it as the root of the backward.
     """
 
 
