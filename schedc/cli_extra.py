@@ -147,7 +147,8 @@ def _stage_cost_arg(text: str):
 def cmd_run(args) -> int:
     """Start `torchrun` with one process per rank, each running `schedc.backends.torch`."""
     import socket
-    import subprocess
+
+    from .launch import device_problem, run_torchrun
 
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
@@ -156,6 +157,9 @@ def cmd_run(args) -> int:
         raise UsageError(f"--nproc {nproc}, but the pipeline has ranks = {spec.ranks}: one process per rank")
     if not Path(args.model).is_file():
         raise UsageError(f"cannot read the model file '{args.model}'")
+    problem = None if args.profile else device_problem(nproc, args.device, args.comm)
+    if problem:
+        raise UsageError(problem)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -171,7 +175,7 @@ def cmd_run(args) -> int:
     if args.profile:
         return _profile(spec, args)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
-    return subprocess.run(command).returncode
+    return run_torchrun(command)
 
 
 def _profile(spec: PipelineSpec, args) -> int:

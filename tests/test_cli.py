@@ -117,3 +117,22 @@ def test_an_existing_sched_output_is_kept_unless_forced(tmp_path, capsys):
     assert "add --force" in capsys.readouterr().err and out.read_text() == "# my notes\n"
     assert main(["compile", DUALPIPE, "--format", "sched", "-o", str(out), "--force"]) == 0
     assert out.read_text().startswith("pipeline dualpipe_8x20")
+
+
+def test_a_failed_run_ends_in_one_line_not_torchrun_s_traceback():
+    import io
+
+    from schedc.launch import filter_launcher_traceback
+    rank_traceback = ["Traceback (most recent call last):\n", '  File "model.py", line 3\n',
+                      "ModuleNotFoundError: No module named 'apex'\n"]
+    lines = (["schedc: error: rank 1, instruction 1 (F1.0): boom\n"] + rank_traceback
+             + ["Traceback (most recent call last):\n", '  File "run.py", line 9, in <module>\n',
+                "    raise ChildFailedError(\n",
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n",
+                "=====\n", "Root Cause (first observed failure):\n"])
+    out = io.StringIO()
+    assert filter_launcher_traceback(iter(lines), out) is True
+    assert out.getvalue() == "".join(lines[:1] + rank_traceback)
+    out = io.StringIO()
+    assert filter_launcher_traceback(iter(lines[:4]), out) is False
+    assert out.getvalue() == "".join(lines[:4])

@@ -88,6 +88,17 @@ def test_a_failing_rank_stops_every_rank_and_says_where(tmp_path):
     assert seconds < 60
 
 
+def test_schedc_run_reports_a_failing_rank_without_a_traceback(tmp_path):
+    model = model_with_broken_stage(tmp_path, "failing", 1, 1, 'raise ValueError("boom")')
+    result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", "run",
+                             str(ROOT / "examples" / "manual.sched"), "--model", model, "--timeout", "20"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "rank 1, instruction 1 (F1.0): boom" in result.stderr
+    assert result.stderr.rstrip().endswith("the failing ranks said why above")
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+
+
 def test_ranks_with_different_plans_refuse_to_run(tmp_path):
     a = sched(tmp_path, "1f1b", 2, 4, "a.sched")
     b = sched(tmp_path, "1f1b", 2, 6, "b.sched")
@@ -316,6 +327,21 @@ def test_devices_and_process_groups_are_picked_or_refused_with_a_way_out(monkeyp
     with pytest.raises(SystemExit, match="add --comm gloo to share GPUs"):
         pick_devices("cuda", None, 1)
     assert pick_devices("cuda", "gloo", 1) == (torch.device("cuda:0"), "gloo")
+
+
+def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monkeypatch):
+    import torch
+
+    from schedc.launch import device_problem
+    assert device_problem(4, "cpu", None) is None
+    assert "NCCL runs on GPUs only" in device_problem(4, "cpu", "nccl")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_problem(4, None, None) is None  # the ranks fall back to cpu
+    assert "sees no GPU; use --device cpu" in device_problem(4, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert "4 ranks, 1 GPU(s); add --comm gloo" in device_problem(4, None, None)
+    assert device_problem(4, "cuda", "gloo") is None and device_problem(1, "cuda", None) is None
 
 
 def test_the_plan_proves_which_sends_the_peer_has_received():
