@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write a Chrome trace of what really ran (last step) and compare "
                    "measured and simulated step time and idle")
     p.add_argument("--keep-sent-outputs", action="store_true", help="keep each sent stage output's storage "
-                   "until the step ends (by default it is given back once sent)")
+                   "until its backward (by default it is given back once sent)")
     p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
                    "and print a cost block to paste into the .sched file (runs nothing distributed)")
     p.set_defaults(func=extra.cmd_run)

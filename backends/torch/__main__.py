@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
                         "compare it with the simulated step (ranks on one host)")
     parser.add_argument("--keep-sent-outputs", action="store_true", help="keep each sent stage output's "
-                        "storage until the step ends (needed only when a stage keeps and reads the tensor it returns)")
+                        "storage until its backward (by default it goes once sent; keep it only when a "
+                        "stage keeps and reads the tensor it returns)")
     args = parser.parse_args(argv)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
