@@ -17,6 +17,7 @@ from .compiler import Compiled, compile_spec, with_family
 from .errors import SchedError, SourceFile, render_error
 from .grid import format_grid
 from .ir import format_plan_text, plan_to_json
+from .launch import add_rank_options
 from .simulate import Timeline, simulate
 from .spec import FAMILIES, PipelineSpec, spec_to_json
 from .writer import format_pipeline
@@ -243,18 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "make_batch (see examples/models/mlp.py)")
     p.add_argument("--pipeline")
     p.add_argument("--nproc", type=int, help="processes (default: the pipeline's ranks)")
-    p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--check", action="store_true", help="compare losses and every gradient with a "
-                   "single-process run; prints the largest relative error and PASS/FAIL")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda (NCCL) when available, else cpu (gloo)")
-    p.add_argument("--comm", choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), gloo "
-                   "on cpu; gloo with --device cuda stages transfers through host memory so ranks can share a GPU")
-    p.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
-    p.add_argument("--trace", help="write a Chrome trace of what really ran (last step) and compare "
-                   "measured and simulated step time and idle")
-    p.add_argument("--keep-sent-outputs", action="store_true", help="keep each sent stage output's storage "
-                   "until its backward (by default it is given back once sent)")
+    add_rank_options(p)
     p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
                    "and print a cost block to paste into the .sched file (runs nothing distributed)")
     p.set_defaults(func=extra.cmd_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -148,7 +149,7 @@ def cmd_run(args) -> int:
     """Start `torchrun` with one process per rank, each running `schedc.backends.torch`."""
     import socket
 
-    from .launch import device_problem, run_torchrun
+    from .launch import device_problem, rank_arguments, run_torchrun
 
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
@@ -163,15 +164,10 @@ def cmd_run(args) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    for_ranks = argparse.Namespace(**{**vars(args), "trace": args.trace and str(Path(args.trace).resolve())})
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
                "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "schedc.backends.torch",
-               args.file, "--model", args.model, "--steps", str(args.steps), "--dtype", args.dtype,
-               "--timeout", str(args.timeout)]
-    command += ["--pipeline", spec.name] + (["--check"] if args.check else [])
-    command += ["--trace", str(Path(args.trace).resolve())] if args.trace else []
-    command += ["--device", args.device] if args.device else []
-    command += ["--comm", args.comm] if args.comm else []
-    command += ["--keep-sent-outputs"] if args.keep_sent_outputs else []
+               args.file, "--model", args.model, "--pipeline", spec.name, *rank_arguments(for_ranks)]
     if args.profile:
         return _profile(spec, args)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)

@@ -9,11 +9,48 @@ traceback (a rank's own, say from a model file that does not import) passes thro
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from typing import Iterable, TextIO
 
 LAUNCHER_FAILURE = "ChildFailedError"
+
+# The options of one rank (`python -m schedc.backends.torch`), which `schedc run` takes too and
+# hands on to every rank: declared once, here (this module does not import torch).
+RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("--steps", dict(type=int, default=1, help="training steps to run")),
+    ("--check", dict(action="store_true", help="compare losses and every gradient with a single-process "
+                     "run; prints the largest relative error and PASS/FAIL")),
+    ("--dtype", dict(choices=("float64", "float32"), default="float64")),
+    ("--device", dict(choices=("cpu", "cuda"), help="default: cuda when available (NCCL, one GPU per rank: "
+                      "LOCAL_RANK), else cpu (gloo)")),
+    ("--comm", dict(choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), gloo on cpu; "
+                    "gloo with --device cuda stages transfers through host memory, so ranks can share a GPU")),
+    ("--timeout", dict(type=float, default=60, help="seconds before a stuck transfer fails")),
+    ("--trace", dict(help="write a Chrome trace of the last step as it ran, and compare measured and "
+                     "simulated step time and per-rank idle (ranks on one host)")),
+    ("--keep-sent-outputs", dict(action="store_true", help="keep each sent stage output's storage until "
+                                 "its backward (by default it is given back once sent; keep it only when a "
+                                 "stage keeps and reads the tensor it returns)")),
+)
+
+
+def add_rank_options(parser: argparse.ArgumentParser) -> None:
+    for flag, options in RANK_OPTIONS:
+        parser.add_argument(flag, **options)
+
+
+def rank_arguments(args: argparse.Namespace) -> list[str]:
+    """`args`' values of RANK_OPTIONS as command-line arguments for a rank."""
+    argv: list[str] = []
+    for flag, options in RANK_OPTIONS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if options.get("action") == "store_true":
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 def device_problem(nproc: int, device: str | None, comm: str | None) -> str | None:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
+from ...launch import add_rank_options
 from ...syntax import parse_program
 from ...spec import check_pipeline
 from .runner import PipelineRunner, plan_digest
@@ -134,19 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("file")
     parser.add_argument("--model", required=True, help="a model file (see examples/models/mlp.py)")
     parser.add_argument("--pipeline")
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--check", action="store_true", help="compare with a single-process run")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available "
-                        "(NCCL, one GPU per rank: LOCAL_RANK), else cpu (gloo)")
-    parser.add_argument("--comm", choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), "
-                        "gloo on cpu; gloo on cuda stages transfers through host memory, so ranks may share GPUs")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds before a stuck transfer fails")
-    parser.add_argument("--trace", help="write a Chrome trace of the last step as measured here, and "
-                        "compare it with the simulated step (ranks on one host)")
-    parser.add_argument("--keep-sent-outputs", action="store_true", help="keep each sent stage output's "
-                        "storage until its backward (by default it goes once sent; keep it only when a "
-                        "stage keeps and reads the tensor it returns)")
+    add_rank_options(parser)
     args = parser.parse_args(argv)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
