@@ -99,6 +99,15 @@ def test_schedc_run_reports_a_failing_rank_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
 
 
+def test_a_rank_started_without_torchrun_says_how_to_start_it():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc.backends.torch",
+                             str(ROOT / "examples" / "manual.sched"), "--model", MLP],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "RANK and WORLD_SIZE are not set" in result.stderr and "schedc run" in result.stderr
+
+
 def test_ranks_with_different_plans_refuse_to_run(tmp_path):
     a = sched(tmp_path, "1f1b", 2, 4, "a.sched")
     b = sched(tmp_path, "1f1b", 2, 6, "b.sched")
