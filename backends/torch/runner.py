@@ -153,7 +153,7 @@ class PipelineRunner:
                 torch.cuda.synchronize(self.device)
             self.records.append(Record(index, instr, start, time.perf_counter()))
         for peer, queue in state.sends.items():
-            self._let_go(state, peer, state.released.get(peer, 0) + len(queue))
+            self._let_go(state, peer, proven=state.released.get(peer, 0) + len(queue))
         return state.losses
 
     def _global(self, d: int, j: int) -> int:
@@ -319,15 +319,17 @@ class PipelineRunner:
         works.append(dist.isend(tensor, peer, group=self.group))
         queue = state.sends.setdefault(peer, deque())
         queue.append((works, tensor))
-        self._let_go(state, peer, state.released.get(peer, 0) + _completed_prefix(queue))
+        self._let_go(state, peer)
 
-    def _let_go(self, state: _StepState, peer: int, count: int) -> None:
-        """Wait for and drop the first `count` sends of the step to `peer` (those not dropped yet).
-        Called with a count the plan proves received, or that reported completion, the waits
-        return at once."""
+    def _let_go(self, state: _StepState, peer: int, proven: int = 0) -> None:
+        """Wait for and drop the step's sends to `peer` that are done: the first `proven` (the
+        plan proves the peer has them, or the step is over) and those after them that report
+        completion. NCCL reports it from the transfer's CUDA event; gloo's sends never report it
+        before `wait`, so on CPU only the plan's proof (`sends_received_before`) lets them go
+        before the step ends. Either way the waits return at once."""
         queue = state.sends.get(peer)
         released = state.released.get(peer, 0)
-        while queue and released < count:
+        while queue and (released < proven or all(work.is_completed() for work in queue[0][0])):
             works, _tensor = queue.popleft()
             for work in works:
                 work.wait()
@@ -362,9 +364,7 @@ class PipelineRunner:
 
     def _recv(self, state: _StepState, peer: int, edge) -> torch.Tensor:
         buffer = self._take(state, peer, edge).to(self.device)
-        released = state.released.get(peer, 0)
-        done = released + _completed_prefix(state.sends.get(peer, ()))
-        self._let_go(state, peer, max(self.received_proof[self._index], done))
+        self._let_go(state, peer, proven=self.received_proof[self._index])
         return buffer
 
     def _take(self, state: _StepState, peer: int, edge) -> torch.Tensor:
@@ -424,18 +424,6 @@ def sends_received_before(plan: Plan, rank: int) -> dict[int, int]:
         next_message[peer] = k + 1
         proof[index] = received_by_peer[peer][k]
     return proof
-
-
-def _completed_prefix(queue) -> int:
-    """How many sends at the head of `queue` report completion. NCCL answers from the transfer's
-    CUDA event; gloo's sends never report it before `wait`, so on CPU only the plan's proof
-    (`sends_received_before`) lets them go before the step ends."""
-    count = 0
-    for works, _tensor in queue:
-        if not all(work.is_completed() for work in works):
-            break
-        count += 1
-    return count
 
 
 def release_storage(output: torch.Tensor) -> None:
