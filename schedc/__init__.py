@@ -16,8 +16,8 @@ from .errors import SchedError, SourceFile, render_error
 from .ir import Instr, OpKind, Plan, format_plan_text
 from .simulate import Timeline
 from .simulate import simulate as _simulate
-from .spec import PipelineSpec, check_pipeline
-from .syntax import parse_program
+from .lang.spec import PipelineSpec, check_pipeline
+from .lang.syntax import parse_program
 
 __all__ = ["parse", "load", "compile", "simulate", "Compiled", "PipelineSpec", "Plan", "Instr",
            "OpKind", "Timeline", "SchedError", "SourceFile", "render_error", "format_plan_text",

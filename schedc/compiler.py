@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 from .dag import Dag, build_dag
 from .errors import Diagnostic, Note, SchedError, Span
 from .gcpause import gc_paused
-from .grid import format_grid
+from .viz.grid import format_grid
 from .ir import COMM, ComputeOrder, Plan
 from .passes import fuse_overlap, lower_comm
 from .schedules import build_order, check_family
-from .spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
+from .lang.spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
                    check_pipeline)
-from .syntax import PipelineAST, Setting
-from .verify import Problem, verify_order, verify_plan
+from .lang.syntax import PipelineAST, Setting
+from .check.order import Problem, verify_order, verify_plan
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _compile(spec: PipelineSpec) -> Compiled:
 def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Problem]) -> None:
     """A family's plan over the memory limit is the pipeline's problem, not the compiler's:
     report it at `limit`, with the rank's peak."""
-    from .memory import peak_activations
+    from .check.memory import peak_activations
 
     over = [p for p in problems if p.check == "memory"]
     if not over:

@@ -14,7 +14,7 @@ from typing import Iterable
 import networkx as nx
 
 from .ir import Instr, OpKind
-from .spec import PipelineSpec
+from .lang.spec import PipelineSpec
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from .dag import Dag, kahn_order, ops_of
 from .errors import Diagnostic, SchedError
 from .gcpause import gc_paused
 from .ir import Instr, OpKind, Plan
-from .memory import peak_activations
-from .spec import PipelineSpec
+from .check.memory import peak_activations
+from .lang.spec import PipelineSpec
 
 
 class Slot(NamedTuple):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schedc.compiler import compile_spec
 from schedc.simulate import simulate
-from schedc.spec import (FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
+from schedc.lang.spec import (FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
                          StageCost)
 
 def make_spec(family: str, ranks: int, microbatches: int, F=1, B=2, W=1, FB=None, comm=0,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from schedc.closed_forms import closed_form
+from schedc.schedules.closed_forms import closed_form
 
 from helpers import make_spec, run
 
@@ -88,7 +88,7 @@ def test_overlap_gain_shortens_dualpipe():
 def test_uneven_stage_costs_simulate():
     spec = make_spec("1f1b", 4, 8)
     from dataclasses import replace
-    from schedc.spec import StageCost
+    from schedc.lang.spec import StageCost
     heavy = replace(spec, costs=spec.costs[:3] + (StageCost(2, 4, 1),))
     _c, timeline = run(heavy)
     assert timeline.makespan > run(spec)[1].makespan

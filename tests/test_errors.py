@@ -11,7 +11,7 @@ import pytest
 
 from schedc.cli import main
 from schedc.errors import SchedError
-from schedc.syntax import COMMON_MISTAKES, parse_program
+from schedc.lang.syntax import COMMON_MISTAKES, parse_program
 
 GOLDEN = Path(__file__).parent / "golden" / "errors"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.sched"))

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from schedc.compiler import compile_spec
 from schedc.errors import SchedError
 from schedc.ir import OpKind
-from schedc.verify import verify_plan
+from schedc.check import verify_plan
 
 from helpers import make_spec, run
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 import schedc
 from schedc.ir import (COMPUTE, Instr, OpKind, Plan, format_instr, parse_instr_token,
                        plan_from_json, plan_to_json)
-from schedc.spec import FAMILIES, spec_to_json
-from schedc.syntax import parse_rank_lines
-from schedc.writer import format_pipeline
+from schedc.lang.spec import FAMILIES, spec_to_json
+from schedc.lang.syntax import parse_rank_lines
+from schedc.lang.writer import format_pipeline
 
 from helpers import make_spec, run
 

@@ -299,7 +299,7 @@ def test_sent_outputs_give_their_storage_back_once_the_peer_has_them(keep, tmp_p
 def test_releasing_an_output_keeps_its_gradients_and_spares_tensors_others_hold():
     import torch
 
-    from schedc.backends.torch.runner import release_storage
+    from schedc.backends.torch.transfers import release_storage
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(3, 4, dtype=torch.float64)
@@ -341,7 +341,7 @@ def test_devices_and_process_groups_are_picked_or_refused_with_a_way_out(monkeyp
 def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monkeypatch):
     import torch
 
-    from schedc.launch import device_problem
+    from schedc.cli.run import device_problem
     assert device_problem(4, "cpu", None) is None
     assert "NCCL runs on GPUs only" in device_problem(4, "cpu", "nccl")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -355,7 +355,7 @@ def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monke
 
 def test_the_plan_proves_which_sends_the_peer_has_received():
     import schedc
-    from schedc.backends.torch.runner import sends_received_before
+    from schedc.backends.torch.transfers import sends_received_before
     [spec] = schedc.parse("pipeline p { ranks = 3 microbatches = 4 schedule = 1f1b }", "p.sched")
     plan = schedc.compile(spec).plan
     # rank 0: F0 F1 F2 sent in warm-up; rank 1 sends B0 after receiving F0 and F1 (its warm-up is

@@ -5,8 +5,8 @@ import pytest
 import schedc
 from schedc.cli import main
 from schedc.errors import SchedError
-from schedc.spec import FAMILIES
-from schedc.torch_csv import read_torch_csv, write_torch_csv
+from schedc.lang.spec import FAMILIES
+from schedc.interop.torch_csv import read_torch_csv, write_torch_csv
 
 from helpers import make_spec, run
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from schedc.torch_csv import torch_runtime_supported, write_torch_csv
+from schedc.interop.torch_csv import torch_runtime_supported, write_torch_csv
 
 from helpers import make_spec, run
 

@@ -5,7 +5,7 @@ import pytest
 import schedc
 from schedc.errors import SchedError
 from schedc.ir import Instr, OpKind, Plan
-from schedc.verify import verify_order, verify_plan
+from schedc.check import verify_order, verify_plan
 
 from helpers import make_spec, run
 
@@ -75,7 +75,7 @@ def _plan_problems(mutate):
 
 
 def test_lowered_plans_of_every_family_verify():
-    from schedc.spec import FAMILIES
+    from schedc.lang.spec import FAMILIES
     for family in FAMILIES:
         compiled, _ = run(make_spec(family, 4, 8, FB=2.5))
         assert verify_plan(compiled.spec, compiled.dag, compiled.plan) == []
@@ -143,7 +143,7 @@ def test_grad_sum_is_required_in_bidirectional_plans():
 
 def test_verify_order_accepts_every_family_order():
     from schedc.passes import fuse_overlap
-    from schedc.spec import FAMILIES
+    from schedc.lang.spec import FAMILIES
     for family in FAMILIES:
         compiled, _ = run(make_spec(family, 4, 8, FB=2.5))
         rows = fuse_overlap(compiled.order, compiled.spec.overlap)

@@ -6,8 +6,22 @@
 
 `python -m schedc.backends.torch FILE --model MODEL.py` is the per-rank entry point that
 `schedc run` starts under torchrun.
+
+May import everything in schedc below cli/, and torch. Must not import cli/. options.py (the
+per-rank options `schedc run` shares) imports neither torch nor the runner, so importing this
+package loads the runner (and torch) only when `PipelineRunner` or `plan_digest` is first used.
 """
 
-from .runner import PipelineRunner, plan_digest
-
 __all__ = ["PipelineRunner", "plan_digest"]
+
+
+def __getattr__(name: str):
+    if name == "PipelineRunner":
+        from .runner import PipelineRunner
+
+        return PipelineRunner
+    if name == "plan_digest":
+        from .transfers import plan_digest
+
+        return plan_digest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,10 +20,11 @@ import torch.distributed as dist
 
 from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
-from ...launch import add_rank_options
-from ...syntax import parse_program
-from ...spec import check_pipeline
-from .runner import PipelineRunner, plan_digest
+from ...lang.syntax import parse_program
+from ...lang.spec import check_pipeline
+from .options import add_rank_options
+from .runner import PipelineRunner
+from .transfers import plan_digest
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 

@@ -29,7 +29,6 @@ Gradients accumulate in the modules' `.grad` (sum over microbatches); the optimi
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,17 +37,16 @@ from typing import Callable, Protocol
 import torch
 import torch.distributed as dist
 
-from ...ir import Instr, OpKind, Plan, format_plan_text
-from ...spec import PipelineSpec
+from ...ir import Instr, OpKind, Plan
+from ...lang.spec import PipelineSpec
+from .transfers import META_SIZE, WIRE_DTYPES, release_storage, sends_received_before
 
-try:  # private in torch, inside the range pinned in schedc/torch_csv.py (TORCH_RUNTIME_RANGE)
+try:  # private in torch, inside the range pinned in schedc/interop/torch_csv.py (TORCH_RUNTIME_RANGE)
     from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 except ImportError:  # pragma: no cover - older torch: the plain split below
     stage_backward_input = stage_backward_weight = None
 
 SPLIT_WITH_TORCH_HELPERS = stage_backward_input is not None
-_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32]
-_META = 10  # dtype code, ndim, up to 8 sizes
 
 
 class OverlapHook(Protocol):
@@ -67,12 +65,6 @@ class OverlapHook(Protocol):
     `outputs1` was sent, so its storage may have been given back (`release_storage`): it keeps
     its shape and its place in the graph, not its values; use it as the root of the backward.
     """
-
-
-def plan_digest(spec: PipelineSpec, plan: Plan) -> str:
-    """A hash of the plan and the sizes it was compiled for: ranks compare it before running."""
-    text = f"{spec.ranks} {spec.num_stages} {spec.microbatches} {spec.placement}\n{format_plan_text(plan)}"
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -307,8 +299,8 @@ class PipelineRunner:
         tensor = tensor.detach().to(self.comm_device).contiguous()
         works = []
         if edge not in self.meta:
-            meta = torch.zeros(_META, dtype=torch.int64)
-            meta[0], meta[1] = _DTYPES.index(tensor.dtype), tensor.dim()
+            meta = torch.zeros(META_SIZE, dtype=torch.int64)
+            meta[0], meta[1] = WIRE_DTYPES.index(tensor.dtype), tensor.dim()
             meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
             meta = meta.to(self.comm_device)  # NCCL sends device tensors only
             works.append(dist.isend(meta, peer, group=self.group))
@@ -374,11 +366,11 @@ class PipelineRunner:
             self._post_next(state, peer, 1)
             return buffer
         if edge not in self.meta:
-            meta = torch.zeros(_META, dtype=torch.int64, device=self.comm_device)
+            meta = torch.zeros(META_SIZE, dtype=torch.int64, device=self.comm_device)
             dist.recv(meta, peer, group=self.group)
             meta = meta.cpu()
             ndim = int(meta[1])
-            self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), _DTYPES[int(meta[0])])
+            self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), WIRE_DTYPES[int(meta[0])])
         shape, dtype = self.meta[edge]
         buffer = torch.empty(shape, dtype=dtype, device=self.comm_device)
         dist.recv(buffer, peer, group=self.group)
@@ -396,45 +388,6 @@ class PipelineRunner:
                 dist.recv(theirs, peer, group=self.group)
                 work.wait()
                 p.grad = (mine + theirs).to(self.device)
-
-
-def sends_received_before(plan: Plan, rank: int) -> dict[int, int]:
-    """For each RECV in `rank`'s list (by index): how many of `rank`'s sends to that peer the peer
-    has certainly received by then. The k-th message from a peer is its k-th SEND to `rank`
-    (channels are FIFO); the peer runs its list in order, so every RECV from `rank` that comes
-    before that SEND in its list had completed when it sent."""
-    receives = (OpKind.RECV_F, OpKind.RECV_B)
-    sends = (OpKind.SEND_F, OpKind.SEND_B)
-    proof: dict[int, int] = {}
-    received_by_peer: dict[int, list[int]] = {}  # peer -> count before each of its sends to rank
-    next_message: dict[int, int] = {}
-    for index, instr in enumerate(plan.ranks[rank]):
-        if instr.kind not in receives:
-            continue
-        peer = instr.peer
-        if peer not in received_by_peer:
-            counts, seen = [], 0
-            for other in plan.ranks[peer]:
-                if other.peer == rank and other.kind in receives:
-                    seen += 1
-                elif other.peer == rank and other.kind in sends:
-                    counts.append(seen)
-            received_by_peer[peer] = counts
-        k = next_message.get(peer, 0)
-        next_message[peer] = k + 1
-        proof[index] = received_by_peer[peer][k]
-    return proof
-
-
-def release_storage(output: torch.Tensor) -> None:
-    """Give a sent stage output's storage back while keeping its place in the autograd graph (as
-    Megatron and DualPipe do): its data becomes one element broadcast to its shape, which is all
-    backward looks at (shapes, not values). An op that saved the output for its backward (tanh,
-    softmax) keeps its own reference, so gradients are unchanged; the memory comes back when no op
-    did. Left as they are: a view (it keeps its base alive anyway) and a tensor no op of the stage
-    made (no `grad_fn`: the stage returned its input or a tensor of its own, which others hold)."""
-    if output._base is None and output.grad_fn is not None:
-        output.data = torch.empty((), dtype=output.dtype, device=output.device).expand(output.shape)
 
 
 def _key(instr: Instr) -> tuple[int, int, int]:

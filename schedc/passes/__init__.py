@@ -1,4 +1,8 @@
-"""Passes from a compute order to a plan: `fuse_overlap`, then `lower_comm`."""
+"""Passes from a compute order to a plan: `fuse_overlap`, then `lower_comm`.
+
+May import the ground floor (errors, ir, dag) and lang/ (PipelineSpec). Must not import check/,
+schedules/, the compiler or anything above it: a pass rewrites values and proves nothing.
+"""
 
 from .fuse import fuse_overlap
 from .lower import lower_comm

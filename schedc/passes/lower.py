@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from ..dag import Dag, ops_of
 from ..ir import Instr, OpKind, Plan
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 
 def transfer(spec: PipelineSpec, producer: Instr, consumer: Instr) -> tuple[Instr, Instr]:

@@ -2,6 +2,10 @@
 
 `check_family(spec)` raises a located `SchedError` when the pipeline breaks the family's
 constraints; `build_order(spec)` returns the family's `ComputeOrder` (or the hand-written one).
+closed_forms.py gives each family's bubble as a formula.
+
+May import the ground floor (errors, ir, dag) and lang/. Must not import check/, passes/, the
+compiler, simulate or anything above them: a family proposes an order, the compiler proves it.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..ir import ComputeOrder
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 from . import dualpipe, interleaved, linear, zbv
 
 _FAMILIES: dict[str, tuple[Callable[[PipelineSpec], None], Callable[[PipelineSpec], ComputeOrder]]] = {

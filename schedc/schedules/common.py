@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Diagnostic, Note, SchedError, at
 from ..ir import Instr, OpKind
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 Chunk = tuple[int, int]  # (direction, stage)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import at
 from ..ir import ComputeOrder
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 from .common import Chunk, RankProgram, constraint_error, require_placement, require_split
 
 

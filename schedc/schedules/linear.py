@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import ComputeOrder, Instr, OpKind
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 from .common import full_backward, op, require_placement, require_split
 
 

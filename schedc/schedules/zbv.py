@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import at
 from ..ir import ComputeOrder, OpKind
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 from .common import RankProgram, op, constraint_error, require_placement, require_split
 
 

@@ -1,5 +1,7 @@
-"""Pictures of schedules: SVG/PNG timelines, Chrome traces, the DAG through graphviz.
+"""Pictures of schedules: SVG/PNG timelines, Chrome traces, the DAG through graphviz, and the
+text grid of an order (grid.py, which the compiler uses to show the window around an error).
 
-The core compiler never imports this package's optional libraries (cairosvg, graphviz); each is
-imported where used, with an error that says what to install.
+May import the ground floor (errors, ir, dag), lang/ and simulate. Must not import the compiler,
+cli/ or backends/. The core compiler never imports this package's optional libraries (cairosvg,
+graphviz); each is imported where used, with an error that says what to install.
 """

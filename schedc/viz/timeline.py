@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 from ..ir import Instr, OpKind, format_instr
 from ..simulate import Timeline, instr_cost
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 COLORS = {OpKind.F: "#4e79a7", OpKind.B: "#e15759", OpKind.I: "#f28e2b", OpKind.W: "#59a14f"}
 REVERSE_COLORS = {OpKind.F: "#9fc3e7", OpKind.B: "#f4a6a7", OpKind.I: "#f9c48d", OpKind.W: "#a6d49a"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..dag import ops_of
 from ..ir import SENDS, OpKind, Plan, format_instr
 from ..simulate import Timeline
-from ..spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 US_PER_UNIT = 1000.0
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, replace
 
-from .errors import Diagnostic, Note, SchedError, Span, at
-from .ir import BACKWARD, COMPUTE, Instr, OpKind
+from ..errors import Diagnostic, Note, SchedError, Span, at
+from ..ir import BACKWARD, COMPUTE, Instr, OpKind
 from .syntax import Block, OrderItem, PipelineAST, Setting
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .compiler import compile_spec
-from .errors import Diagnostic, SchedError, SourceFile
-from .simulate import simulate
-from .spec import FAMILIES, PipelineSpec, check_pipeline
-from .syntax import parse_program
+from ..compiler import compile_spec
+from ..errors import Diagnostic, SchedError, SourceFile, render_error
+from ..simulate import simulate
+from ..lang.spec import FAMILIES, PipelineSpec, check_pipeline
+from ..lang.syntax import parse_program
 
 
 class UsageError(Exception):
@@ -87,3 +87,13 @@ def _families(text: str) -> list[str]:
 def _compiled_timeline(spec: PipelineSpec):
     compiled = compile_spec(spec)
     return compiled, simulate(compiled.spec, compiled.dag, compiled.plan)
+
+
+def print_error(error: SchedError, path: str | None = None) -> None:
+    source = getattr(error, "source", None)
+    if source is None and path:
+        try:
+            source = SourceFile(path, Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            source = None
+    print(render_error(error, source), file=sys.stderr)

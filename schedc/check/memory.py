@@ -8,9 +8,9 @@ Memory depends on the order only, not on timing.
 
 from __future__ import annotations
 
-from .dag import ops_of
-from .ir import Instr, OpKind
-from .spec import PipelineSpec
+from ..dag import ops_of
+from ..ir import Instr, OpKind
+from ..lang.spec import PipelineSpec
 
 
 def activation_steps(spec: PipelineSpec, row: tuple[Instr, ...]) -> list[tuple[float, float]]:

@@ -14,9 +14,9 @@ or with schedc's sends and receives.
 from __future__ import annotations
 
 import re
-from .errors import Diagnostic, SchedError, Span
-from .ir import Instr, OpKind, Plan
-from .spec import PipelineSpec, SpecSource, StageCost
+from ..errors import Diagnostic, SchedError, Span
+from ..ir import Instr, OpKind, Plan
+from ..lang.spec import PipelineSpec, SpecSource, StageCost
 
 PLACEMENTS = {"loop": "interleaved", "v": "v"}
 

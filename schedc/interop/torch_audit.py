@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import warnings
 
-from .compiler import compile_spec
-from .errors import Diagnostic, SchedError
-from .simulate import simulate
-from .spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec, StageCost
+from ..compiler import compile_spec
+from ..errors import Diagnostic, SchedError
+from ..simulate import simulate
+from ..lang.spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec, StageCost
 from .torch_csv import read_torch_csv
 
 # PyTorch class name, stages per rank, its placement, and schedc's family for the same schedule.

@@ -1,28 +1,19 @@
-"""The `schedc` command line: compile, simulate, check, compare.
-
-Bad input never produces a traceback: every `SchedError` is printed with its place and a caret,
-and the exit status is 1 (2 for a usage error, as argparse does).
-"""
+"""`schedc compile`, `check`, `simulate` and `compare`: the compiler's own commands."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-from . import __version__
-from .closed_forms import closed_form, parameter_copies
-from .compiler import Compiled, compile_spec, with_family
-from .errors import SchedError, SourceFile, render_error
-from .grid import format_grid
-from .ir import format_plan_text, plan_to_json
-from .launch import add_rank_options
-from .simulate import Timeline, simulate
-from .spec import FAMILIES, PipelineSpec, spec_to_json
-from .writer import format_pipeline
-from .cli_common import UsageError, _families, _load, _select, _write
-from . import cli_extra as extra
+from ..compiler import Compiled, compile_spec, with_family
+from ..errors import SchedError
+from ..ir import format_plan_text, plan_to_json
+from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
+from ..lang.writer import format_pipeline
+from ..schedules.closed_forms import closed_form, parameter_copies
+from ..simulate import Timeline, simulate
+from ..viz.grid import format_grid
+from .common import _families, _load, _select, _write, print_error
 
 
 def _header(spec: PipelineSpec, many: bool) -> str:
@@ -96,7 +87,7 @@ def cmd_check(args) -> int:
                 compile_spec(spec)
             print(f"{path}: ok ({len(specs)} pipeline{'s' if len(specs) != 1 else ''})")
         except SchedError as error:
-            _print_error(error, path)
+            print_error(error, path)
             status = 1
     return status
 
@@ -151,12 +142,8 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="schedc", description="A compiler for pipeline-parallel "
-                                     "training schedules (.sched files).")
-    parser.add_argument("--version", action="version", version=f"schedc {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
+    """Add compile, simulate, check and compare to the `schedc` parser's subcommands."""
     p = sub.add_parser("compile", help="print the verified per-rank instruction lists")
     p.add_argument("file")
     p.add_argument("--pipeline", help="the pipeline to compile when the file has several")
@@ -185,95 +172,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", help=f"comma-separated families (default: all of {','.join(FAMILIES)})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("viz", help="draw the simulated timeline (SVG or PNG)")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, help="NAME.svg or NAME.png")
-    p.add_argument("--pipeline")
-    p.add_argument("--format", choices=("svg", "png"), help="default: from -o's extension")
-    p.add_argument("--compare", metavar="FAMILIES", help="stack these families on one time axis, "
-                   "e.g. 1f1b,zb-h1,zbv,dualpipe")
-    p.add_argument("--width", type=int, help="picture width in pixels (default: from the makespan)")
-    p.add_argument("--scale", type=float, default=1.0, help="PNG resolution factor (default 1)")
-    p.set_defaults(func=extra.cmd_viz)
-
-    p = sub.add_parser("trace", help="write a Chrome trace (Perfetto) of the simulated step")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, help="NAME.json")
-    p.add_argument("--pipeline")
-    p.set_defaults(func=extra.cmd_trace)
-
-    p = sub.add_parser("dag", help="draw the dependency DAG through graphviz")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, help="NAME.svg, .png, .pdf or .dot")
-    p.add_argument("--pipeline")
-    p.add_argument("--ranks", help="draw only these ranks, e.g. 0-3")
-    p.add_argument("--microbatches", help="draw only these microbatches, e.g. 0-1")
-    p.set_defaults(func=extra.cmd_dag)
-
-    p = sub.add_parser("export", help="write a plan as PyTorch's schedule CSV")
-    p.add_argument("file")
-    p.add_argument("--to", choices=("torch-csv",), default="torch-csv")
-    p.add_argument("-o", "--output", required=True, help="NAME.csv")
-    p.add_argument("--pipeline")
-    p.add_argument("--with-comms", action="store_true", help="include schedc's sends and receives "
-                   "(PyTorch's compute_comms format); default: compute actions only")
-    p.set_defaults(func=extra.cmd_export)
-
-    p = sub.add_parser("import", help="read PyTorch's schedule CSV, verify it, write a .sched")
-    p.add_argument("file", help="a CSV: one row per rank of actions such as 0F1, 1I0, 0W0")
-    p.add_argument("--placement", choices=("loop", "v"), required=True,
-                   help="how PyTorch placed the stages: loop (stage s on rank s mod ranks) or v")
-    p.add_argument("--ranks", type=int, help="expected number of ranks (rows)")
-    p.add_argument("--microbatches", type=int, help="the number of microbatches (default: the "
-                   "largest used, plus one)")
-    p.add_argument("-o", "--output", help="NAME.sched (default: standard output)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
-    p.set_defaults(func=extra.cmd_import)
-
-    p = sub.add_parser("audit-torch", help="verify and simulate PyTorch's built-in schedules next to schedc's")
-    p.add_argument("--ranks", type=int, default=4)
-    p.add_argument("--microbatches", type=int, default=8)
-    p.add_argument("--costs", default="1,2,1", help="F,B,W[,F&B] per stage (default 1,2,1)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=extra.cmd_audit_torch)
-
-    p = sub.add_parser("run", help="execute the plan on a torch model under torchrun (gloo on CPU)")
-    p.add_argument("file")
-    p.add_argument("--model", required=True, help="a model file defining build_stages, loss_fn and "
-                   "make_batch (see examples/models/mlp.py)")
-    p.add_argument("--pipeline")
-    p.add_argument("--nproc", type=int, help="processes (default: the pipeline's ranks)")
-    add_rank_options(p)
-    p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
-                   "and print a cost block to paste into the .sched file (runs nothing distributed)")
-    p.set_defaults(func=extra.cmd_run)
-    return parser
-
-
-def _print_error(error: SchedError, path: str | None = None) -> None:
-    source = getattr(error, "source", None)
-    if source is None and path:
-        try:
-            source = SourceFile(path, Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            source = None
-    print(render_error(error, source), file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except SchedError as error:
-        _print_error(error, getattr(args, "file", None))
-        return 1
-    except UsageError as error:
-        print(f"schedc: error: {error}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,8 +14,8 @@ from importlib import resources
 import lark
 from lark import Lark, Token, Transformer
 
-from .errors import Diagnostic, SchedError, Span
-from .ir import Instr, parse_instr_token
+from ..errors import Diagnostic, SchedError, Span
+from ..ir import Instr, parse_instr_token
 
 
 @dataclass(frozen=True, slots=True)

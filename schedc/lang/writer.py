@@ -6,7 +6,7 @@ is written out explicitly, so the text means the same whatever the defaults beco
 
 from __future__ import annotations
 
-from .ir import Instr, Plan, format_plan_text
+from ..ir import Instr, Plan, format_plan_text
 from .spec import PipelineSpec, StageCost
 
 _COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "overlap"), ("comm", "comm"))

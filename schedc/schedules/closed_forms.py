@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 
 @dataclass(frozen=True, slots=True)

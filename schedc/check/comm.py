@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-from .dag import Dag
-from .ir import RECVS, SENDS, Instr, OpKind, Plan
-from .passes.lower import transfer
-from .spec import PipelineSpec
+from ..dag import Dag
+from ..ir import RECVS, SENDS, Instr, OpKind, Plan
+from ..passes.lower import transfer
+from ..lang.spec import PipelineSpec
 
 Where = tuple[int, int]
 MAX_PROBLEMS = 12

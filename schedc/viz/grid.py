@@ -6,7 +6,7 @@ a window, shows only the columns and ranks around it.
 
 from __future__ import annotations
 
-from .ir import Instr, format_instr
+from ..ir import Instr, format_instr
 
 
 def format_grid(rows: tuple[tuple[Instr, ...], ...], focus: tuple[int, int] | None = None,

@@ -2,7 +2,7 @@
 
 `verify_order` checks per-rank compute lists: every op exactly once and on its stage's rank,
 overlapped pairs independent, no deadlock (a cycle through the rank orders and the DAG), memory
-within the limit. `verify_plan` adds the communication (verify_comm.py): sends and receives are
+within the limit. `verify_plan` adds the communication (comm.py): sends and receives are
 well-formed and pair up, each channel between two ranks carries its transfers in the same order
 on both ends, every cross-rank dependency goes through its transfer, and the plan runs to the end
 (a deadlock is reported as its cycle). Problems are data (`Problem`), located by (rank, index).
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import verify_comm as comm
-from .dag import Dag, find_cycle, independent, kahn_order, ops_of
-from .ir import Instr, OpKind, Plan
+from . import comm
+from ..dag import Dag, find_cycle, independent, kahn_order, ops_of
+from ..ir import Instr, OpKind, Plan
 from .memory import activation_steps
-from .spec import PipelineSpec
+from ..lang.spec import PipelineSpec
 
 Where = tuple[int, int]  # (rank, index in that rank's list)
 MAX_PROBLEMS = 12

@@ -1,0 +1,103 @@
+"""`schedc export`, `import` and `audit-torch`: PyTorch's schedule CSV in and out, and PyTorch's
+built-in schedules verified and simulated beside schedc's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..compiler import compile_spec
+from ..errors import SchedError, SourceFile
+from ..lang.writer import format_pipeline
+from .common import UsageError, _load, _output_format, _select, _write
+
+
+def cmd_export(args) -> int:
+    from ..interop.torch_csv import write_torch_csv
+
+    _output_format(args.output, None, ("csv",), "a PyTorch schedule")
+    _source, specs = _load(args.file)
+    [spec] = _select(specs, args.pipeline, single=True)
+    compiled = compile_spec(spec)
+    _write(write_torch_csv(compiled.spec, compiled.plan, args.with_comms), args.output, [args.file])
+    return 0
+
+
+def _read_csv(path: str, placement: str, ranks: int | None, name: str, microbatches: int | None):
+    from ..interop.torch_csv import read_torch_csv
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return read_torch_csv(text, path, placement, ranks, name=name, microbatches=microbatches)
+    except SchedError as error:
+        error.source = SourceFile(path, text)
+        raise
+
+
+def cmd_import(args) -> int:
+    spec = _read_csv(args.file, args.placement, args.ranks,
+                     re.sub(r"\W", "_", Path(args.file).stem) or "imported", args.microbatches)
+    try:
+        compiled = compile_spec(spec)
+    except SchedError as error:
+        error.source = SourceFile(args.file, Path(args.file).read_text(encoding="utf-8"))
+        raise
+    rows = tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks)
+    text = (f"# imported from {args.file} (PyTorch schedule CSV, placement {args.placement}); "
+            "set the costs below to your model's\n" + format_pipeline(compiled.spec, rows))
+    _write(text, args.output, [args.file], force=args.force)
+    return 0
+
+
+def cmd_audit_torch(args) -> int:
+    from ..interop.torch_audit import audit, format_audit
+
+    rows = audit(args.ranks, args.microbatches, _stage_cost_arg(args.costs))
+    print(json.dumps(rows, indent=1) if args.json else format_audit(args.ranks, args.microbatches, rows), end="")
+    return 0
+
+
+def _stage_cost_arg(text: str):
+    from ..lang.spec import StageCost
+
+    try:
+        values = [float(v) for v in text.split(",")]
+        F, B, W = values[:3]
+        FB = values[3] if len(values) > 3 else None
+    except ValueError:
+        raise UsageError(f"--costs takes F,B,W[,F&B] numbers, e.g. 1,2,1,3; got '{text}'") from None
+    return StageCost(F, B, W, FB)
+
+
+def register(sub) -> None:
+    """Add export, import and audit-torch to the `schedc` parser's subcommands."""
+    p = sub.add_parser("export", help="write a plan as PyTorch's schedule CSV")
+    p.add_argument("file")
+    p.add_argument("--to", choices=("torch-csv",), default="torch-csv")
+    p.add_argument("-o", "--output", required=True, help="NAME.csv")
+    p.add_argument("--pipeline")
+    p.add_argument("--with-comms", action="store_true", help="include schedc's sends and receives "
+                   "(PyTorch's compute_comms format); default: compute actions only")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="read PyTorch's schedule CSV, verify it, write a .sched")
+    p.add_argument("file", help="a CSV: one row per rank of actions such as 0F1, 1I0, 0W0")
+    p.add_argument("--placement", choices=("loop", "v"), required=True,
+                   help="how PyTorch placed the stages: loop (stage s on rank s mod ranks) or v")
+    p.add_argument("--ranks", type=int, help="expected number of ranks (rows)")
+    p.add_argument("--microbatches", type=int, help="the number of microbatches (default: the "
+                   "largest used, plus one)")
+    p.add_argument("-o", "--output", help="NAME.sched (default: standard output)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("audit-torch", help="verify and simulate PyTorch's built-in schedules next to schedc's")
+    p.add_argument("--ranks", type=int, default=4)
+    p.add_argument("--microbatches", type=int, default=8)
+    p.add_argument("--costs", default="1,2,1", help="F,B,W[,F&B] per stage (default 1,2,1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_torch)
