@@ -171,3 +171,47 @@ def _target_round(weight, speeds, per_gpu, cap, bound, best, best_value):
     new = built.reshape(rows, k, m, per_gpu)[np.arange(rows), pick]
     better = scores[np.arange(rows), pick] < best_value
     return np.where(better[:, None, None], new, best), np.where(better, scores[np.arange(rows), pick], best_value)
+
+
+PARTITION_LIMIT = 20000  # enumerate group-to-node partitions only up to this many
+
+
+def _partitions(groups: int, nodes: int) -> np.ndarray | None:
+    """Every way to split `groups` into `nodes` unlabelled blocks of equal size, as `[P, groups]`
+    block numbers; None when there are more than `PARTITION_LIMIT`."""
+    from math import factorial
+    size = groups // nodes
+    if factorial(groups) // (factorial(size) ** nodes * factorial(nodes)) > PARTITION_LIMIT:
+        return None
+    out = []
+
+    def extend(assignment: list[int], block: int) -> None:
+        free = [g for g in range(groups) if assignment[g] < 0]
+        if not free:
+            out.append(list(assignment))
+            return
+        from itertools import combinations
+        for rest in combinations(free[1:], size - 1):
+            for g in (free[0], *rest):
+                assignment[g] = block
+            extend(assignment, block + 1)
+            for g in (free[0], *rest):
+                assignment[g] = -1
+
+    extend([-1] * groups, 0)
+    return np.array(out, np.int64)
+
+
+def node_floor(group_load: np.ndarray, node_speed: np.ndarray) -> np.ndarray | None:
+    """The least possible slowest-node time `[layers]` (node tokens / node speed) over every
+    split of whole groups onto nodes: a lower bound for hierarchical placements. None when there
+    are too many splits to enumerate."""
+    layers, groups = group_load.shape
+    nodes = node_speed.size
+    blocks = _partitions(groups, nodes)
+    if blocks is None:
+        return None
+    one_hot = np.eye(nodes)[blocks]  # [P, groups, nodes]
+    totals = np.sort(np.einsum("lg,pgn->lpn", group_load, one_hot), axis=2)
+    times = totals / np.sort(node_speed)  # heaviest block on the fastest node
+    return times.max(axis=2).min(axis=1)

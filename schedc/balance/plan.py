@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .eplb import build_log2phy, rebalance_eplb, replica_ranks
-from .joint import lower_bound, solve_rows
+from .joint import lower_bound, node_floor, solve_rows
 from .search import improve_by_swaps, pack_replicas
 from .validate import (Shape, check_no_duplicates, check_previous, check_shape, check_speeds,
                        check_weight, fail)
@@ -107,8 +107,15 @@ def best_placement(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinc
 
 
 def _layer_bound(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinct: bool) -> np.ndarray:
+    """The global bound (`joint.lower_bound`); when hierarchical, also the best split of whole
+    groups onto nodes (`joint.node_floor`), where the splits can be enumerated."""
     cap = shape.gpus if distinct else shape.replicas - shape.experts + 1
-    return lower_bound(weight, shape.replicas, np.broadcast_to(speeds, (shape.layers, shape.gpus)), cap)
+    bound = lower_bound(weight, shape.replicas, np.broadcast_to(speeds, (shape.layers, shape.gpus)), cap)
+    if not shape.hierarchical or shape.nodes == 1:
+        return bound
+    groups = weight.reshape(shape.layers, shape.groups, -1).sum(axis=2)
+    floor = node_floor(groups, speeds.reshape(shape.nodes, -1).sum(axis=1))
+    return bound if floor is None else np.maximum(bound, floor)
 
 
 def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="best", *,
