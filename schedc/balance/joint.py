@@ -21,6 +21,7 @@ from .search import counts_of, greedy_counts, improve_by_swaps, objective, pack_
 TARGETS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.55, 0.8)  # between the bound and the best so far
 ROUNDS = 2  # grids of targets, each between the bound and the best placement of the last
 OPEN_GAP = 5e-3  # rows further than this above their bound get the target-driven construction
+CONSTRUCT_BUDGET = 4e6  # rows x targets x GPUs x experts per construction round: the worst rows first
 WINDOW = 4  # replica counts tried per expert in one construction step, from the fewest possible
 
 
@@ -146,6 +147,8 @@ def solve_rows(weight: np.ndarray, speeds: np.ndarray, per_gpu: int, cap: int, d
                              speeds, distinct, bound)
     value = objective(weight, slots, speeds)
     open_rows = np.flatnonzero(value > bound * (1 + OPEN_GAP) + 1e-12)
+    most = max(1, int(CONSTRUCT_BUDGET // (len(TARGETS) * m * n)))
+    open_rows = open_rows[np.argsort(-(value / bound)[open_rows], kind="stable")[:most]]
     if open_rows.size == 0:
         return slots
     best, best_value = slots[open_rows], value[open_rows]

@@ -101,6 +101,8 @@ def best_placement(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinc
     row_speeds = np.tile(speeds.reshape(nodes, -1), (layers, 1))
     cap = _replica_cap(shape, distinct)
     bound = lower_bound(rows, shape.replicas // nodes, row_speeds, cap)
+    # a layer is as slow as its slowest node: no node needs to go below the others' bounds
+    bound = np.repeat(bound.reshape(layers, nodes).max(axis=1), nodes)
     slots = solve_rows(rows, row_speeds, shape.slots_per_gpu, cap, distinct, bound)
     phy = np.take_along_axis(node_experts, slots.reshape(layers * nodes, -1), axis=1)
     return phy.reshape(layers, shape.replicas)

@@ -131,9 +131,11 @@ def _swap_once(weight, counts, slots, speeds, distinct):
     worse = np.maximum(new_top, new_other)
     bad = (b_gpu[None, None, :] == top_gpu[:, None, None])
     if distinct:
-        b_exp = slots.reshape(rows, -1)
-        b_on_top = (b_exp[:, None, :] == a_exp[:, :, None]).any(axis=1)
-        a_on_other = (slots[:, None, :, :] == a_exp[:, :, None, None]).any(axis=-1)[:, :, b_gpu]
+        n = weight.shape[1]
+        present = np.zeros((rows, n, m), bool)  # present[r, e, g]: GPU g holds expert e
+        present[np.repeat(row, m * per_gpu), slots.reshape(-1), np.tile(b_gpu, rows)] = True
+        b_on_top = present[row[:, None], slots.reshape(rows, -1), top_gpu[:, None]]
+        a_on_other = present[row[:, None], a_exp][:, :, b_gpu]
         bad = bad | b_on_top[:, None, :] | a_on_other
     worse = np.where(bad, np.inf, worse).reshape(rows, -1)
     best = worse.argmin(axis=1)
