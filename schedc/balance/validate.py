@@ -10,6 +10,10 @@ import numpy as np
 from ..errors import Diagnostic, SchedError
 
 
+FLAGS = {"num_replicas": "--replicas", "num_groups": "--groups", "num_nodes": "--nodes",
+         "num_gpus": "--gpus"}  # the command line's name of each argument, named in messages too
+
+
 def fail(message: str) -> SchedError:
     """A `SchedError` with one unlocated diagnostic."""
     return SchedError([Diagnostic(message)])
@@ -39,7 +43,7 @@ class Shape:
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise fail(f"{name} must be a positive integer, got {value!r}")
+        raise fail(f"{name} ({FLAGS[name]}) must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -71,20 +75,20 @@ def check_shape(weight: np.ndarray, num_replicas, num_groups, num_nodes, num_gpu
     gpus = _positive_int("num_gpus", num_gpus)
     layers, experts = weight.shape
     if replicas % gpus:
-        raise fail(f"num_replicas = {replicas} must be a multiple of num_gpus = {gpus} "
+        raise fail(f"num_replicas (--replicas) = {replicas} must be a multiple of num_gpus (--gpus) = {gpus} "
                    f"(each GPU holds the same number of slots); try {gpus * -(-replicas // gpus)}")
     if replicas < experts:
-        raise fail(f"num_replicas = {replicas} is less than the {experts} experts: every expert "
+        raise fail(f"num_replicas (--replicas) = {replicas} is less than the {experts} experts: every expert "
                    "needs at least one slot")
     if experts % groups:
-        raise fail(f"num_groups = {groups} must divide the {experts} experts evenly")
+        raise fail(f"num_groups (--groups) = {groups} must divide the {experts} experts evenly")
     if gpus % nodes:
-        raise fail(f"num_gpus = {gpus} must be a multiple of num_nodes = {nodes}")
+        raise fail(f"num_gpus (--gpus) = {gpus} must be a multiple of num_nodes (--nodes) = {nodes}")
     if hierarchical is None:
         hierarchical = groups % nodes == 0
     if hierarchical and groups % nodes:
-        raise fail(f"hierarchical balancing needs num_groups = {groups} to be a multiple of "
-                   f"num_nodes = {nodes} (each node takes whole groups); use the global policy")
+        raise fail(f"hierarchical balancing needs num_groups (--groups) = {groups} to be a multiple of "
+                   f"num_nodes (--nodes) = {nodes} (each node takes whole groups); use the global policy")
     return Shape(layers, experts, replicas, groups if hierarchical else 1,
                  nodes if hierarchical else 1, gpus, bool(hierarchical))
 
@@ -109,7 +113,7 @@ def check_speeds(speeds, gpus: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise fail(f"speeds must be {gpus} numbers, one per GPU ({exc})") from None
     if array.size != gpus:
-        raise fail(f"speeds has {array.size} values, but num_gpus = {gpus}: give one per GPU")
+        raise fail(f"speeds has {array.size} values, but num_gpus (--gpus) = {gpus}: give one per GPU")
     if not (np.isfinite(array) & (array > 0)).all():
         raise fail(f"speeds must be finite numbers > 0, got {array.tolist()}")
     return array
@@ -124,7 +128,7 @@ def check_previous(previous, shape: Shape) -> np.ndarray:
     want = [shape.layers, shape.replicas]
     if list(array.shape) != want:
         raise fail(f"previous placement has shape {list(array.shape)}, but the loads need {want} "
-                   f"([layers, replicas] = [{shape.layers}, {shape.replicas}])")
+                   f"([layers, replicas] = [{shape.layers}, {shape.replicas}]; --previous)")
     if not (np.isfinite(array).all() and (array == np.round(array)).all()
             and array.min() >= 0 and array.max() < shape.experts):
         raise fail(f"previous placement must hold expert ids 0..{shape.experts - 1}")
