@@ -36,7 +36,7 @@ def lower_bound(weight: np.ndarray, total: int, speeds: np.ndarray, cap: int) ->
     largest = weight.max(axis=1)
     split = (largest[:, None] / spread).min(axis=1)
     lo, hi = np.maximum(mean, split), weight.max(axis=1) / fastest[:, 0] + mean + 1e-12
-    for _ in range(40):  # bisection on the slot-count bound
+    for _ in range(30):  # bisection on the slot-count bound (2^-30 of the range)
         mid = (lo + hi) / 2
         need = np.maximum(1, np.ceil(weight / (mid[:, None] * fastest[:, :1]) - 1e-9)).sum(axis=1)
         ok = need <= total
