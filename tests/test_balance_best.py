@@ -68,3 +68,10 @@ def test_max_moves_is_respected_and_trades_balance_for_moves():
         for group in range(2):
             nodes = {slot // 20 for slot in np.flatnonzero(few.phy2log[layer] // size == group)}
             assert len(nodes) == 1
+
+
+def test_zero_loads_and_one_dimensional_loads_are_planned():
+    zero = plan_experts(np.zeros((2, 8)), 16, 2, 2, 4)
+    assert (zero.balancedness == 1).all() and (zero.gap == 0).all()
+    one = plan_experts([5, 4, 3, 2, 1, 1, 1, 1], 12, 1, 1, 4)
+    assert one.phy2log.shape == (1, 12) and one.balancedness[0] == 1

@@ -148,7 +148,8 @@ def solve_rows(weight: np.ndarray, speeds: np.ndarray, per_gpu: int, cap: int, d
     value = objective(weight, slots, speeds)
     open_rows = np.flatnonzero(value > bound * (1 + OPEN_GAP) + 1e-12)
     most = max(1, int(CONSTRUCT_BUDGET // (len(TARGETS) * m * n)))
-    open_rows = open_rows[np.argsort(-(value / bound)[open_rows], kind="stable")[:most]]
+    excess = np.divide(value, bound, out=np.zeros_like(value), where=bound > 0)
+    open_rows = open_rows[np.argsort(-excess[open_rows], kind="stable")[:most]]
     if open_rows.size == 0:
         return slots
     best, best_value = slots[open_rows], value[open_rows]
