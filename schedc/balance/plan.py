@@ -24,7 +24,8 @@ class ExpertPlan:
     `log2phy [layers, E, X]`: the slots of each expert's replicas, -1 padded; `logcnt [layers, E]`;
     `gpu_loads [layers, M]`: tokens per GPU, each replica carrying an equal share of its expert;
     `lower_bound [layers]`: no placement can make the slowest GPU's time (load / speed) smaller;
-    `moves [layers]`: slots whose expert differs from `previous` (None without one)."""
+    `moves [layers]`: slots whose expert differs from `previous` (None without one); `nodes`:
+    the nodes whose groups stay apart when `hierarchical`."""
 
     phy2log: np.ndarray
     log2phy: np.ndarray
@@ -35,6 +36,7 @@ class ExpertPlan:
     policy: str
     hierarchical: bool
     moves: np.ndarray | None = None
+    nodes: int = 1
 
     @property
     def max_time(self) -> np.ndarray:
@@ -159,7 +161,8 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
         logcnt = np.stack([np.bincount(row, minlength=shape.experts) for row in phy2log])
         log2phy = build_log2phy(phy2log, replica_ranks(phy2log), logcnt)
     return ExpertPlan(phy2log, log2phy, logcnt, placement_loads(weight, phy2log, shape.gpus), speeds,
-                      _layer_bound(weight, shape, speeds, distinct), policy, shape.hierarchical, moves)
+                      _layer_bound(weight, shape, speeds, distinct), policy, shape.hierarchical, moves,
+                      shape.nodes)
 
 
 def _keep_better(weight, best, eplb, shape: Shape, speeds, distinct) -> np.ndarray:

@@ -38,7 +38,7 @@ def format_report(weight: np.ndarray, plan: ExpertPlan, eplb: ExpertPlan) -> str
     head = (f"{'layer':>5} {'no-redund':>9} {'eplb':>7} {plan.policy:>7} {'bound':>7} {'gap':>7} "
             f"{'max/mean':>8}" + (f" {'moved':>6}" if moves is not None else ""))
     lines = [f"{weight.shape[0]} layers x {weight.shape[1]} experts, {plan.phy2log.shape[1]} slots on "
-             f"{plan.gpu_loads.shape[1]} GPUs ({'hierarchical' if plan.hierarchical else 'global'}); "
+             f"{plan.gpu_loads.shape[1]} GPUs ({_placement(plan)}); "
              "balancedness = mean GPU load / max GPU load (ideal / slowest with --speeds), 1 is perfect",
              head]
     for layer in range(weight.shape[0]):
@@ -53,6 +53,12 @@ def format_report(weight: np.ndarray, plan: ExpertPlan, eplb: ExpertPlan) -> str
         lines.append(f"moved: {int(moves.sum())} of {plan.phy2log.size} slots change expert "
                      "(the 'mean' row gives the total)")
     return "\n".join(lines) + "\n"
+
+
+def _placement(plan: ExpertPlan) -> str:
+    if plan.hierarchical and plan.nodes > 1:
+        return f"hierarchical: each expert group kept on one of {plan.nodes} nodes"
+    return "global"
 
 
 def _row(label, base, eplb, chosen, bound, gap, moves) -> str:
