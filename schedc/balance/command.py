@@ -85,17 +85,14 @@ def _before(weight, previous, gpus, eplb) -> tuple[str, np.ndarray]:
     return ("no redundancy", base) if base is not None else ("eplb", eplb.gpu_loads)
 
 
-def picture_svg(result: BalanceResult) -> str:
-    """Per-GPU loads (time per GPU with speeds) before and after, as SVG."""
-    from ..viz.experts import render_expert_loads_svg
-    speeds = result.plan.speeds
-    series = {result.before[0]: result.before[1] / speeds}
-    series.setdefault("eplb", result.eplb.gpu_loads / speeds)
-    series[result.plan.policy if result.plan.policy != "eplb" else "eplb (chosen)"] = result.plan.gpu_loads / speeds
-    if result.plan.policy == "eplb":
-        series.pop("eplb (chosen)")
-    plan = result.plan
+def picture_series(result: BalanceResult) -> tuple[dict, str]:
+    """What to draw (`schedc.viz.experts.render_expert_loads_svg`): name -> `[layers, gpus]`
+    time per GPU (tokens with equal speeds), before and after, and a title."""
+    plan, speeds = result.plan, result.plan.speeds
+    series = {result.before[0]: result.before[1] / speeds, "eplb": result.eplb.gpu_loads / speeds}
+    if plan.policy != "eplb":
+        series[plan.policy] = plan.gpu_loads / speeds
     title = (f"tokens per GPU: {plan.phy2log.shape[1]} slots on {plan.gpu_loads.shape[1]} GPUs; "
              f"balancedness {plan.policy} {plan.balancedness.mean():.4f}, eplb "
              f"{result.eplb.balancedness.mean():.4f}")
-    return render_expert_loads_svg({k: v.tolist() for k, v in series.items()}, title)
+    return {name: values.tolist() for name, values in series.items()}, title
