@@ -90,8 +90,7 @@ def picture_series(result: BalanceResult) -> tuple[dict, str]:
     time per GPU (tokens with equal speeds), before and after, and a title."""
     plan, speeds = result.plan, result.plan.speeds
     series = {result.before[0]: result.before[1] / speeds, "eplb": result.eplb.gpu_loads / speeds}
-    if plan.policy != "eplb":
-        series[plan.policy] = plan.gpu_loads / speeds
+    series[plan.policy] = plan.gpu_loads / speeds  # with --policy eplb, the plan as migrated
     title = (f"tokens per GPU: {plan.phy2log.shape[1]} slots on {plan.gpu_loads.shape[1]} GPUs; "
              f"balancedness {plan.policy} {plan.balancedness.mean():.4f}, eplb "
              f"{result.eplb.balancedness.mean():.4f}")
