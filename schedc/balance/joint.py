@@ -27,21 +27,25 @@ WINDOW = 4  # replica counts tried per expert in one construction step, from the
 
 def lower_bound(weight: np.ndarray, total: int, speeds: np.ndarray, cap: int) -> np.ndarray:
     """A lower bound `[rows]` on the slowest GPU's time for any placement: the mean time (all
-    tokens over all speed), the largest expert spread over its `cap` fastest GPUs, and the least T
-    at which every expert's replicas could each stay under T on the fastest GPU within `total`
-    slots."""
+    tokens over all speed), the largest expert spread over its `cap` fastest GPUs, and the
+    largest replica's least possible size (`largest_replica`) on the fastest GPU."""
     mean = weight.sum(axis=1) / speeds.sum(axis=1)
     fastest = -np.sort(-speeds, axis=1)
     spread = np.cumsum(fastest, axis=1)[:, :cap]
-    largest = weight.max(axis=1)
-    split = (largest[:, None] / spread).min(axis=1)
-    lo, hi = np.maximum(mean, split), weight.max(axis=1) / fastest[:, 0] + mean + 1e-12
-    for _ in range(30):  # bisection on the slot-count bound (2^-30 of the range)
+    split = (weight.max(axis=1)[:, None] / spread).min(axis=1)
+    return np.maximum(np.maximum(mean, split), largest_replica(weight, total) / fastest[:, 0])
+
+
+def largest_replica(weight: np.ndarray, total: int) -> np.ndarray:
+    """The least T `[rows]` (tokens) such that every expert can be cut into replicas of at most T
+    within `total` slots: no plan's largest replica is smaller."""
+    lo, hi = np.zeros(len(weight)), weight.max(axis=1) + 1e-12
+    for _ in range(30):  # bisection, to 2^-30 of the largest load
         mid = (lo + hi) / 2
-        need = np.maximum(1, np.ceil(weight / (mid[:, None] * fastest[:, :1]) - 1e-9)).sum(axis=1)
+        need = np.maximum(1, np.ceil(weight / np.maximum(mid, 1e-300)[:, None] - 1e-9)).sum(axis=1)
         ok = need <= total
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    return np.maximum(np.maximum(mean, split), lo)
+    return lo
 
 
 def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gpu: int,
@@ -219,3 +223,23 @@ def node_floor(group_load: np.ndarray, node_speed: np.ndarray) -> np.ndarray | N
     totals = np.sort(np.einsum("lg,pgn->lpn", group_load, one_hot), axis=2)
     times = totals / np.sort(node_speed)  # heaviest block on the fastest node
     return times.max(axis=2).min(axis=1)
+
+
+def pairing_bound(weight: np.ndarray, total: int, per_gpu: int, low: np.ndarray, high: np.ndarray,
+                  points: int = 32) -> np.ndarray:
+    """A lower bound `[rows]` (in tokens) that sees that a GPU holds `per_gpu` replicas: the GPU
+    with the largest replica p1 holds per_gpu - 1 more, each at least the smallest replica pR, so
+    any plan needs p1 + (per_gpu - 1) * pR. With p1 in [a, b], every expert has at least
+    ceil(w / b) replicas, which leaves at most `total` - (the others' minimum) to any one expert:
+    pR >= min over experts of w / that. Taken over a grid of intervals from `low` to `high`
+    (where p1 must lie for a plan no slower than `high`); `high` where no interval allows less."""
+    if per_gpu == 1:
+        return low
+    ratio = high / np.maximum(low, 1e-300)
+    grid = low[:, None] * ratio[:, None] ** np.linspace(0, 1, points + 1)  # [rows, points + 1]
+    a, b = grid[:, :-1], grid[:, 1:]
+    need = np.maximum(1, np.ceil(weight[:, None, :] / np.maximum(b, 1e-300)[:, :, None] - 1e-9))
+    spare = total - need.sum(axis=2)  # [rows, points]
+    smallest = (weight[:, None, :] / (need + np.maximum(spare, 0)[:, :, None])).min(axis=2)
+    value = np.where(spare >= 0, a + (per_gpu - 1) * smallest, np.inf)
+    return np.maximum(np.minimum(value.min(axis=1), high), low)

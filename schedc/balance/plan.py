@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from .eplb import build_log2phy, rebalance_eplb, replica_ranks
-from .joint import lower_bound, node_floor, solve_rows
+from .joint import largest_replica, lower_bound, node_floor, pairing_bound, solve_rows
 from .search import improve_by_swaps, pack_replicas
 from .validate import (Shape, check_no_duplicates, check_previous, check_shape, check_speeds,
                        check_weight, fail)
@@ -23,20 +24,26 @@ class ExpertPlan:
     `phy2log [layers, R]`: the expert in each slot (GPU g holds slots `[g*R/M, (g+1)*R/M)`);
     `log2phy [layers, E, X]`: the slots of each expert's replicas, -1 padded; `logcnt [layers, E]`;
     `gpu_loads [layers, M]`: tokens per GPU, each replica carrying an equal share of its expert;
-    `lower_bound [layers]`: no placement can make the slowest GPU's time (load / speed) smaller;
     `moves [layers]`: slots whose expert differs from `previous` (None without one); `nodes`:
-    the nodes whose groups stay apart when `hierarchical`."""
+    the nodes whose groups stay apart when `hierarchical`; `lower_bound`, `balancedness`, `gap`
+    and `max_time` per layer are computed from these."""
 
     phy2log: np.ndarray
     log2phy: np.ndarray
     logcnt: np.ndarray
     gpu_loads: np.ndarray
     speeds: np.ndarray
-    lower_bound: np.ndarray
     policy: str
     hierarchical: bool
     moves: np.ndarray | None = None
     nodes: int = 1
+    problem: tuple = field(default=(), repr=False)  # (weight, shape, distinct), for the bound
+
+    @cached_property
+    def lower_bound(self) -> np.ndarray:
+        """`[layers]`: no placement makes the slowest GPU's time smaller (computed on first use)."""
+        weight, shape, distinct = self.problem
+        return _layer_bound(weight, shape, self.speeds, distinct, self.max_time)
 
     @property
     def max_time(self) -> np.ndarray:
@@ -110,11 +117,18 @@ def best_placement(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinc
     return phy.reshape(layers, shape.replicas)
 
 
-def _layer_bound(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinct: bool) -> np.ndarray:
-    """The global bound (`joint.lower_bound`); when hierarchical, also the best split of whole
-    groups onto nodes (`joint.node_floor`), where the splits can be enumerated."""
+def _layer_bound(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinct: bool,
+                 upper: np.ndarray) -> np.ndarray:
+    """The global bound (`joint.lower_bound`), the slots-per-GPU bound (`joint.pairing_bound`,
+    below `upper`, the plan's own time) and, when hierarchical, the best split of whole groups
+    onto nodes (`joint.node_floor`) where the splits can be enumerated."""
     cap = shape.gpus if distinct else shape.replicas - shape.experts + 1
     bound = lower_bound(weight, shape.replicas, np.broadcast_to(speeds, (shape.layers, shape.gpus)), cap)
+    fastest = speeds.max()
+    low = largest_replica(weight, shape.replicas)
+    pairs = pairing_bound(weight, shape.replicas, shape.slots_per_gpu, low,
+                          np.maximum(upper * fastest, low)) / fastest
+    bound = np.maximum(bound, np.minimum(pairs, upper))
     if not shape.hierarchical or shape.nodes == 1:
         return bound
     groups = weight.reshape(shape.layers, shape.groups, -1).sum(axis=2)
@@ -161,8 +175,7 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
         logcnt = np.stack([np.bincount(row, minlength=shape.experts) for row in phy2log])
         log2phy = build_log2phy(phy2log, replica_ranks(phy2log), logcnt)
     return ExpertPlan(phy2log, log2phy, logcnt, placement_loads(weight, phy2log, shape.gpus), speeds,
-                      _layer_bound(weight, shape, speeds, distinct), policy, shape.hierarchical, moves,
-                      shape.nodes)
+                      policy, shape.hierarchical, moves, shape.nodes, (weight, shape, distinct))
 
 
 def _keep_better(weight, best, eplb, shape: Shape, speeds, distinct) -> np.ndarray:
