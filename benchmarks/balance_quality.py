@@ -7,7 +7,8 @@ Loads are synthetic, per layer: Zipf (load of the r-th most popular expert ~ 1/r
 random order) and log-normal (sigma), at several skews, scaled to 100k tokens a layer and rounded.
 For each size and skew: mean balancedness over layers (mean GPU load / max GPU load) with one
 replica per expert and no redundancy, with "eplb", with "best", and at the lower bound; the worst
-layer's gap to the bound. Times are medians per call. The anchor is schedc.balance.reference, a
+layer's gap to the bound. Times are medians per call of `rebalance_experts` (DeepSeek's entry
+point: weights in, the three arrays out). The anchor is schedc.balance.reference, a
 loop-based torch version written for this repository that stands in for DeepSeek's code (not
 installable here) and follows its algorithm step by step; the issue quotes DeepSeek's own code at
 ~0.3 s (32 GPUs) and ~1.9 s (144 GPUs) on this machine. Migration: loads drift a little (x a
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from schedc.balance import plan_experts
+from schedc.balance import plan_experts, rebalance_experts
 from schedc.balance.plan import has_duplicates
 
 SIZES = [  # name, layers, experts, replicas, groups, nodes, gpus
@@ -108,8 +109,8 @@ def speed(rounds: int, with_144_anchor: bool) -> None:
             anchor, reference = timed(lambda: reference_rebalance(*args), 1 if gpus == 144 else rounds)
             ours = plan_experts(*args, "eplb")
             assert reference[0].tolist() == ours.phy2log.tolist(), "anchor and eplb disagree"
-        t_eplb, _ = timed(lambda: plan_experts(*args, "eplb"), rounds)
-        t_best, _ = timed(lambda: plan_experts(*args, "best"), rounds)
+        t_eplb, _ = timed(lambda: rebalance_experts(*args, policy="eplb"), rounds)
+        t_best, _ = timed(lambda: rebalance_experts(*args, policy="best"), rounds)
         a = "-" if anchor is None else f"{anchor:.3f} s"
         r1 = "-" if anchor is None else f"{anchor / t_eplb:.0f}x"
         r2 = "-" if anchor is None else f"{anchor / t_best:.1f}x"
