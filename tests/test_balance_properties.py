@@ -89,3 +89,20 @@ def test_global_policy_when_asked(problem):
     best = plan_experts(weight, replicas, groups, nodes, gpus, hierarchical=False, allow_duplicates=True)
     assert not best.hierarchical
     check_plan(best, weight, replicas, gpus)
+
+
+@settings(max_examples=25, deadline=None)
+@given(problems(), st.integers(0, 6), st.integers(0, 2 ** 32 - 1))
+def test_migrated_plans_keep_every_invariant(problem, budget, seed):
+    weight, replicas, groups, nodes, gpus = problem
+    drift = weight * np.random.default_rng(seed).lognormal(0, 0.3, weight.shape)
+    before = plan_experts(weight, replicas, groups, nodes, gpus, allow_duplicates=True)
+    for max_moves in (None, budget):
+        after = plan_experts(drift, replicas, groups, nodes, gpus, allow_duplicates=True,
+                             previous=before.phy2log, max_moves=max_moves)
+        check_plan(after, drift, replicas, gpus)
+        assert after.moves.tolist() == (after.phy2log != before.phy2log).sum(axis=1).tolist()
+        if max_moves is not None:
+            assert (after.moves <= max_moves).all()
+        if groups % nodes == 0:
+            groups_stay_on_nodes(after, groups, nodes, gpus)
