@@ -90,6 +90,14 @@ def _read_torch(path: Path, keys: tuple[str, ...]):
     return data.detach().double().numpy() if hasattr(data, "detach") else data
 
 
+def _parse_json(text: str, name: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _located(SourceFile(name, text), exc.lineno, exc.colno, 1,
+                       f"not valid JSON: {exc.msg}") from None
+
+
 def read_array(path: str, keys: tuple[str, ...] = ("weight", "loads")) -> np.ndarray:
     """The array in a loads (or placement) file, as float64; raises `SchedError` naming the file."""
     file = Path(path)
@@ -102,7 +110,7 @@ def read_array(path: str, keys: tuple[str, ...] = ("weight", "loads")) -> np.nda
         if suffix == ".npy":
             data = np.load(file, allow_pickle=False)
         elif suffix == ".json":
-            data = _from_object(json.loads(file.read_text(encoding="utf-8")), path, keys)
+            data = _from_object(_parse_json(file.read_text(encoding="utf-8"), path), path, keys)
         else:
             data = _read_torch(file, keys)
     except (OSError, UnicodeDecodeError) as exc:
