@@ -10,7 +10,7 @@ import numpy as np
 
 from .eplb import build_log2phy, rebalance_eplb, replica_ranks
 from .joint import largest_replica, lower_bound, node_floor, pairing_bound, solve_rows
-from .search import improve_by_swaps, pack_replicas
+from .search import improve_by_swaps, pack_replicas, separate_duplicates
 from .validate import (Shape, check_no_duplicates, check_previous, check_shape, check_speeds,
                        check_weight, fail)
 
@@ -179,13 +179,41 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
 
 
 def _keep_better(weight, best, eplb, shape: Shape, speeds, distinct) -> np.ndarray:
-    """Per layer, DeepSeek's plan where it is admissible and strictly faster than the search's."""
+    """Per layer, DeepSeek's plan where it is admissible and strictly faster than the search's;
+    where it is faster but doubles an expert on a GPU that must not, the plan repaired
+    (`_undouble`) when that is still faster."""
     time_best = (placement_loads(weight, best, shape.gpus) / speeds).max(axis=1)
     time_eplb = (placement_loads(weight, eplb, shape.gpus) / speeds).max(axis=1)
     take = time_eplb < time_best
+    out = best.copy()
     if distinct:
-        take &= ~has_duplicates(eplb, shape.gpus)
-    return np.where(take[:, None], eplb, best)
+        doubled = has_duplicates(eplb, shape.gpus)
+        for layer in np.flatnonzero(take & doubled):
+            repaired = _undouble(weight[layer], eplb[layer], shape, speeds)
+            if repaired is not None and _time(weight[layer], repaired, shape, speeds) < time_best[layer]:
+                out[layer] = repaired
+        take &= ~doubled
+    out[take] = eplb[take]
+    return out
+
+
+def _time(weight_row, phy, shape: Shape, speeds) -> float:
+    return float((placement_loads(weight_row[None], phy[None], shape.gpus)[0] / speeds).max())
+
+
+def _undouble(weight_row, phy, shape: Shape, speeds):
+    """One layer's `phy [R]` with no expert twice on a GPU, node by node (groups stay on their
+    nodes), then improved by exchanges; None when it cannot be done."""
+    per_node = shape.gpus // shape.domains
+    blocks = phy.reshape(shape.domains, per_node, shape.slots_per_gpu)
+    out = []
+    for node, block in enumerate(blocks):
+        node_speeds = speeds[node * per_node:(node + 1) * per_node]
+        fixed = separate_duplicates(weight_row, block, node_speeds)
+        if fixed is None:
+            return None
+        out.append(improve_by_swaps(weight_row[None], fixed[None], node_speeds[None], True)[0])
+    return np.concatenate(out).reshape(-1)
 
 
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="best", **options):

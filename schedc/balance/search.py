@@ -96,7 +96,7 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
     stops early within 1e-5 of its `bound`). Counts never change; with `distinct`, no exchange
     puts two replicas of an expert on one GPU."""
     slots = slots.copy()
-    counts = counts_of(slots, weight.shape[1])
+    counts = np.maximum(counts_of(slots, weight.shape[1]), 1)  # experts absent from a row: unused
     active = np.arange(slots.shape[0])
     if bound is not None:
         active = active[objective(weight, slots, speeds) > bound * (1 + 1e-5)]
@@ -148,3 +148,35 @@ def _swap_once(weight, counts, slots, speeds, distinct):
     out = slots.copy()
     out[r, g, a_slot], out[r, h, h_slot] = slots[r, h, h_slot], slots[r, g, a_slot]
     return out, changed
+
+
+def separate_duplicates(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray | None:
+    """One placement (`slots [m, S]`, `weight [n]`, `speeds [m]`) with no two replicas of an
+    expert on a GPU: each doubled replica is exchanged with a replica on another GPU, the exchange
+    that keeps the pair's larger time least; None when some doubled replica has no partner. Slow
+    (a Python loop), for the few layers where DeepSeek's doubled plan beats the search."""
+    slots = slots.copy()
+    m, per_gpu = slots.shape
+    share = weight / np.bincount(slots.ravel(), minlength=weight.size).clip(1)
+    for _ in range(slots.size):
+        doubled = [(g, j) for g in range(m) for j in range(per_gpu) if slots[g, j] in slots[g, :j]]
+        if not doubled:
+            return slots
+        g, j = doubled[0]
+        load = share[slots].sum(axis=1)
+        best, where = np.inf, None
+        for h in range(m):
+            if h == g or slots[g, j] in slots[h]:
+                continue
+            for k in range(per_gpu):
+                if slots[h, k] in slots[g]:
+                    continue
+                change = share[slots[h, k]] - share[slots[g, j]]
+                worse = max((load[g] + change) / speeds[g], (load[h] - change) / speeds[h])
+                if worse < best:
+                    best, where = worse, (h, k)
+        if where is None:
+            return None
+        h, k = where
+        slots[g, j], slots[h, k] = slots[h, k], slots[g, j]
+    return None
