@@ -75,3 +75,23 @@ def test_zero_loads_and_one_dimensional_loads_are_planned():
     assert (zero.balancedness == 1).all() and (zero.gap == 0).all()
     one = plan_experts([5, 4, 3, 2, 1, 1, 1, 1], 12, 1, 1, 4)
     assert one.phy2log.shape == (1, 12) and one.balancedness[0] == 1
+
+
+def zipf_layer(layer=13, experts=256, skew=0.6, seed=0):
+    """Layer 13 of the benchmark's Zipf 0.6 loads: DeepSeek's plan doubles experts there and
+    beats the search by a hair."""
+    rng = np.random.default_rng(seed)
+    base = 1.0 / np.arange(1, experts + 1) ** skew
+    rows = [rng.permutation(base) for _ in range(layer + 1)]
+    return np.round(rows[-1] / rows[-1].sum() * 100_000)[None]
+
+
+def test_deepseeks_doubled_plan_is_undoubled_when_it_is_faster(monkeypatch):
+    weight = zipf_layer()
+    eplb = plan_experts(weight, 288, 8, 4, 32, policy="eplb")
+    best = plan_experts(weight, 288, 8, 4, 32)
+    assert has_duplicates(eplb.phy2log, 32)[0] and not has_duplicates(best.phy2log, 32)[0]
+    assert best.max_time[0] <= eplb.max_time[0]
+    import schedc.balance.plan as plan_module
+    monkeypatch.setattr(plan_module, "separate_duplicates", lambda *args: None)
+    assert plan_experts(weight, 288, 8, 4, 32).max_time[0] > eplb.max_time[0]  # the repair is what wins
