@@ -138,7 +138,6 @@ def _best_step(weight, slots, previous, shape: Shape, speeds, distinct, home, bu
     # replace moves: (slot p, new expert x)
     p = np.concatenate([np.repeat(mine, experts), np.tile(others, per_gpu)])
     x = np.concatenate([np.tile(np.arange(experts), per_gpu), np.repeat(slots[mine], others.size)])
-    new_load = _replace_loads(weight, held, count, load, slots, gpu_of, p, x)
     cap = gpus if distinct else shape.replicas
     y = slots[p]
     ok = (count[y] > 1) & (x != y) & (count[x] < cap)
@@ -146,6 +145,9 @@ def _best_step(weight, slots, previous, shape: Shape, speeds, distinct, home, bu
         ok &= held[x, gpu_of[p]] == 0
     if home is not None:
         ok &= home[x] == gpu_of[p] // (gpus // shape.domains)
+    p, x = p[ok], x[ok]  # loads only for the admissible moves
+    new_load = _replace_loads(weight, held, count, load, slots, gpu_of, p, x)
+    ok = np.ones(p.size, bool)
     cost = (slots[p] == previous[p]).astype(int) - (x == previous[p])
     # exchanges: (slot p on the slowest GPU, slot q elsewhere)
     sp, sq = np.repeat(mine, others.size), np.tile(others, per_gpu)
