@@ -134,7 +134,7 @@ def read_loads(path: str) -> np.ndarray:
     bad = ~np.isfinite(array) | (array < 0)
     if bad.any():
         layer, expert = (int(i) for i in np.argwhere(bad)[0])
-        raise fail(f"{path}: layer {layer}, expert {expert}: {array[layer, expert]!r} is not allowed; "
+        raise fail(f"{path}: layer {layer}, expert {expert}: {float(array[layer, expert])!r} is not allowed; "
                    "loads must be finite numbers >= 0")
     return array
 

@@ -60,7 +60,7 @@ def check_weight(weight) -> np.ndarray:
     bad = ~np.isfinite(array) | (array < 0)
     if bad.any():
         layer, expert = (int(i) for i in np.argwhere(bad)[0])
-        raise fail(f"weight[{layer}, {expert}] = {array[layer, expert]!r}: loads must be finite "
+        raise fail(f"weight[{layer}, {expert}] = {float(array[layer, expert])!r}: loads must be finite "
                    f"numbers >= 0 ({int(bad.sum())} bad value{'s' if bad.sum() > 1 else ''})")
     return array
 
