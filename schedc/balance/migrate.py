@@ -10,6 +10,8 @@ lowers the slowest GPU, until `max_moves` slots differ.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .validate import Shape
@@ -120,76 +122,94 @@ def _home_nodes(previous, shape: Shape) -> np.ndarray | None:
     return home
 
 
-def _best_step(weight, slots, previous, shape: Shape, speeds, distinct, home, budget):
-    """The best step as (positions, experts), or None when no step within the budget helps.
-    Steps touch the slowest GPU: another expert in one of its slots, a new replica of one of its
-    experts in another GPU's slot, or an exchange of one of its slots with another GPU's."""
-    gpus, per_gpu, experts = shape.gpus, shape.slots_per_gpu, shape.experts
-    gpu_of = np.arange(slots.size) // per_gpu
-    held = np.zeros((experts, gpus))
+class _State(NamedTuple):
+    """One layer's placement seen from its slowest GPU `top`."""
+
+    gpu_of: np.ndarray  # [R] the GPU of each slot
+    held: np.ndarray  # [E, M] replicas of each expert on each GPU
+    count: np.ndarray  # [E]
+    share: np.ndarray  # [E] tokens per replica
+    load: np.ndarray  # [M]
+    top: int
+    mine: np.ndarray  # slots of the top GPU
+    others: np.ndarray  # every other slot
+
+
+def _state(weight, slots, shape: Shape, speeds) -> _State:
+    gpu_of = np.arange(slots.size) // shape.slots_per_gpu
+    held = np.zeros((shape.experts, shape.gpus))
     np.add.at(held, (slots, gpu_of), 1)
     count = held.sum(axis=1)
     share = weight / np.maximum(count, 1)
     load = held.T @ share
-    time = load / speeds
-    top = int(time.argmax())
-    mine = np.arange(top * per_gpu, (top + 1) * per_gpu)
-    others = np.flatnonzero(gpu_of != top)
-    # replace moves: (slot p, new expert x)
-    p = np.concatenate([np.repeat(mine, experts), np.tile(others, per_gpu)])
-    x = np.concatenate([np.tile(np.arange(experts), per_gpu), np.repeat(slots[mine], others.size)])
-    cap = gpus if distinct else shape.replicas
-    y = slots[p]
-    ok = (count[y] > 1) & (x != y) & (count[x] < cap)
-    if distinct:
-        ok &= held[x, gpu_of[p]] == 0
-    if home is not None:
-        ok &= home[x] == gpu_of[p] // (gpus // shape.domains)
-    p, x = p[ok], x[ok]  # loads only for the admissible moves
-    new_load = _replace_loads(weight, held, count, load, slots, gpu_of, p, x)
-    ok = np.ones(p.size, bool)
-    cost = (slots[p] == previous[p]).astype(int) - (x == previous[p])
-    # exchanges: (slot p on the slowest GPU, slot q elsewhere)
-    sp, sq = np.repeat(mine, others.size), np.tile(others, per_gpu)
-    a, b = slots[sp], slots[sq]
-    swap_load = np.broadcast_to(load, (sp.size, gpus)).copy()
-    rows = np.arange(sp.size)
-    swap_load[rows, top] += share[b] - share[a]
-    swap_load[rows, gpu_of[sq]] += share[a] - share[b]
-    swap_ok = a != b
-    if distinct:
-        swap_ok &= (held[b, top] == 0) & (held[a, gpu_of[sq]] == 0)
-    if home is not None:
-        node = gpu_of[sq] // (gpus // shape.domains)
-        swap_ok &= (home[b] == top // (gpus // shape.domains)) & (home[a] == node)
-    swap_cost = ((slots[sp] == previous[sp]).astype(int) - (b == previous[sp])
-                 + (slots[sq] == previous[sq]) - (a == previous[sq]))
-    used = int((slots != previous).sum())
-    loads = np.concatenate([new_load, swap_load])
-    valid = np.concatenate([ok, swap_ok]) & (used + np.concatenate([cost, swap_cost]) <= budget)
-    if not valid.any():
+    top = int((load / speeds).argmax())
+    return _State(gpu_of, held, count, share, load, top, np.flatnonzero(gpu_of == top),
+                  np.flatnonzero(gpu_of != top))
+
+
+def _best_step(weight, slots, previous, shape: Shape, speeds, distinct, home, budget):
+    """The best step as (positions, experts), or None when no step within the budget helps:
+    the least slowest time, then the fewest GPUs at it, and better than now in one of them."""
+    s = _state(weight, slots, shape, speeds)
+    moves = [_replacements(weight, slots, s, shape, distinct, home), _exchanges(slots, s, shape, distinct, home)]
+    positions = [m[0] for m in moves]
+    experts = [m[1] for m in moves]
+    loads = np.concatenate([m[2] for m in moves])
+    cost = np.concatenate([((slots[p] == previous[p]).astype(int) - (e == previous[p])).sum(axis=1)
+                           for p, e in zip(positions, experts)])
+    valid = np.flatnonzero(int((slots != previous).sum()) + cost <= budget)
+    if valid.size == 0:
         return None
     times = loads[valid] / speeds
     worst = times.max(axis=1)
     at_worst = (times >= worst[:, None] - EPS).sum(axis=1)
-    now_worst, now_at = time.max(), int((time >= time.max() - EPS).sum())
+    now = s.load / speeds
     pick = np.lexsort((at_worst, worst))[0]
-    if worst[pick] > now_worst - EPS and not (worst[pick] <= now_worst + EPS and at_worst[pick] < now_at):
+    lower = worst[pick] < now.max() - EPS
+    fewer = worst[pick] <= now.max() + EPS and at_worst[pick] < (now >= now.max() - EPS).sum()
+    if not (lower or fewer):
         return None
-    k = np.flatnonzero(valid)[pick]
-    if k < p.size:
-        return np.array([p[k]]), np.array([x[k]])
-    k -= p.size
-    return np.array([sp[k], sq[k]]), np.array([b[k], a[k]])
+    k = valid[pick]
+    if k < len(positions[0]):
+        return positions[0][k], experts[0][k]
+    return positions[1][k - len(positions[0])], experts[1][k - len(positions[0])]
 
 
-def _replace_loads(weight, held, count, load, slots, gpu_of, p, x):
-    """GPU loads `[K, M]` after each replace move (slot p[k] takes expert x[k])."""
+def _replacements(weight, slots, s: _State, shape: Shape, distinct, home):
+    """Admissible one-slot changes: another expert in a slot of the top GPU, or a new replica of
+    one of its experts in another GPU's slot; `(positions [K, 1], experts [K, 1], loads [K, M])`."""
+    p = np.concatenate([np.repeat(s.mine, shape.experts), np.tile(s.others, s.mine.size)])
+    x = np.concatenate([np.tile(np.arange(shape.experts), s.mine.size), np.repeat(slots[s.mine], s.others.size)])
     y = slots[p]
-    cy, cx = count[y], count[x]
-    up = np.where(cy > 1, weight[y] / np.maximum(cy - 1, 1) - weight[y] / cy, 0)
-    down = weight[x] / cx - weight[x] / (cx + 1)
-    new = load + held[y] * up[:, None] - held[x] * down[:, None]
+    cap = shape.gpus if distinct else shape.replicas
+    ok = (s.count[y] > 1) & (x != y) & (s.count[x] < cap)  # nobody loses its last replica
+    if distinct:
+        ok &= s.held[x, s.gpu_of[p]] == 0
+    if home is not None:
+        ok &= home[x] == s.gpu_of[p] // (shape.gpus // shape.domains)
+    p, x, y = p[ok], x[ok], y[ok]
+    cy, cx = s.count[y], s.count[x]
+    up = weight[y] / (cy - 1) - weight[y] / cy  # y's other replicas grow
+    down = weight[x] / cx - weight[x] / (cx + 1)  # x's replicas shrink
+    loads = s.load + s.held[y] * up[:, None] - s.held[x] * down[:, None]
+    loads[np.arange(p.size), s.gpu_of[p]] += weight[x] / (cx + 1) - weight[y] / (cy - 1)
+    return p[:, None], x[:, None], loads
+
+
+def _exchanges(slots, s: _State, shape: Shape, distinct, home):
+    """Admissible exchanges of a slot of the top GPU with a slot elsewhere; the same triple with
+    two positions per move."""
+    p, q = np.repeat(s.mine, s.others.size), np.tile(s.others, s.mine.size)
+    a, b = slots[p], slots[q]
+    ok = a != b
+    if distinct:
+        ok &= (s.held[b, s.top] == 0) & (s.held[a, s.gpu_of[q]] == 0)
+    if home is not None:
+        per_node = shape.gpus // shape.domains
+        ok &= (home[b] == s.top // per_node) & (home[a] == s.gpu_of[q] // per_node)
+    p, q, a, b = p[ok], q[ok], a[ok], b[ok]
+    loads = np.broadcast_to(s.load, (p.size, shape.gpus)).copy()
     rows = np.arange(p.size)
-    new[rows, gpu_of[p]] += weight[x] / (cx + 1) - np.where(cy > 1, weight[y] / np.maximum(cy - 1, 1), 0)
-    return new
+    loads[rows, s.top] += s.share[b] - s.share[a]
+    loads[rows, s.gpu_of[q]] += s.share[a] - s.share[b]
+    return np.stack([p, q], axis=1), np.stack([b, a], axis=1), loads
