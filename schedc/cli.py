@@ -23,6 +23,7 @@ from .spec import FAMILIES, PipelineSpec, spec_to_json
 from .writer import format_pipeline
 from .cli_common import UsageError, _families, _load, _select, _write
 from . import cli_extra as extra
+from . import cli_balance
 
 
 def _header(spec: PipelineSpec, many: bool) -> str:
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
                    "and print a cost block to paste into the .sched file (runs nothing distributed)")
     p.set_defaults(func=extra.cmd_run)
+
+    cli_balance.add_parser(sub)
     return parser
 
 

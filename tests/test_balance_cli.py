@@ -100,7 +100,11 @@ def test_balance_end_to_end(tmp_path, capsys):
 
 
 def test_balance_says_what_to_install_without_numpy(monkeypatch, capsys):
-    from schedc.cli import balance as command
+    import importlib
+    try:
+        command = importlib.import_module("schedc.cli.balance")
+    except ImportError:  # before the command line became a package
+        command = importlib.import_module("schedc.cli_balance")
     monkeypatch.setattr(command, "missing_modules", lambda: ["numpy"])
     assert main(["balance", "x.csv", *R8]) == 1
     assert "this command needs numpy and scipy: pip install 'schedc[balance]'" in capsys.readouterr().err
