@@ -1,7 +1,15 @@
-"""Balancers: deciding what runs where before scheduling (layers onto pipeline stages, MoE experts
-onto GPUs).
+"""Balancers: deciding what runs where before scheduling (MoE experts onto GPUs; layers onto
+pipeline stages).
 
-May import the ground floor (errors, ir, dag), lang/, schedules/, passes/, check/, simulate, and
-numpy/scipy. Must not import cli/ or backends/, nor torch at module level. Empty until the
-partitioner and the expert balancer land.
+`rebalance_experts` is DeepSeek's EPLB entry point (same arguments, same outputs) with a better
+default policy; `plan_experts` returns the whole plan with per-GPU loads, the lower bound and the
+moves.
+
+May import numpy and scipy (the `balance` extra), the ground floor (errors, ir, dag), lang/,
+schedules/, passes/, check/, simulate, the compiler and search/. Must not import cli/ or backends/,
+nor torch at module level (a torch tensor given to `rebalance_experts` is handled lazily).
 """
+
+from .plan import ExpertPlan, plan_experts, rebalance_experts
+
+__all__ = ["ExpertPlan", "plan_experts", "rebalance_experts"]

@@ -2,7 +2,8 @@
 
 main.py builds the parser and dispatches; each other module is one group of commands and adds its
 subcommands with `register(sub)`: core (compile, check, simulate, compare), draw (viz, trace, dag),
-interop (export, import, audit-torch), run (run, run --profile, and the torchrun launcher);
+interop (export, import, audit-torch), run (run, run --profile, and the torchrun launcher),
+balance (expert placement);
 common holds what they share (loading files, choosing pipelines, writing output, printing errors).
 
 May import everything in schedc. Nothing outside cli/ imports cli/ (the backends included: the

@@ -1,0 +1,81 @@
+"""Counting tokens per expert from a router's top-k indices, and applying a placement to them.
+
+    counter = ExpertLoadCounter(num_layers, num_experts)
+    handles = counter.attach(routers)          # a forward hook on each layer's gate module
+    for batch in batches: model(batch)
+    weight = counter.loads()                   # numpy [layers, experts], for rebalance_experts
+
+A hook reads the top-k expert indices from the gate's output: the output itself when it is an
+integer tensor, the last integer tensor of a tuple (e.g. `(weights, indices)`), or whatever
+`select(output)` returns.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def count_tokens(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Tokens routed to each expert, `[num_experts]`, from top-k indices of any shape."""
+    return torch.bincount(indices.reshape(-1).long().cpu(), minlength=num_experts)[:num_experts]
+
+
+def _indices(output, select):
+    if select is not None:
+        return select(output)
+    if isinstance(output, torch.Tensor) and not output.is_floating_point():
+        return output
+    if isinstance(output, (tuple, list)):
+        found = [x for x in output if isinstance(x, torch.Tensor) and not x.is_floating_point()]
+        if found:
+            return found[-1]
+    raise TypeError("cannot find the top-k indices in the router's output (an integer tensor, or a "
+                    "tuple holding one); pass select=lambda output: ... to attach()")
+
+
+class ExpertLoadCounter:
+    """Accumulates `counts: [layers, experts]` tokens per expert over the batches it sees."""
+
+    def __init__(self, num_layers: int, num_experts: int):
+        self.num_experts = num_experts
+        self.counts = torch.zeros(num_layers, num_experts, dtype=torch.int64)
+
+    def record(self, layer: int, indices: torch.Tensor) -> None:
+        """Add one batch's top-k indices of `layer`."""
+        self.counts[layer] += count_tokens(indices, self.num_experts)
+
+    def hook(self, layer: int, select=None):
+        """A forward hook for `layer`'s gate module."""
+        def forward_hook(_module, _inputs, output):
+            self.record(layer, _indices(output, select).detach())
+        return forward_hook
+
+    def attach(self, gates, select=None) -> list:
+        """Register a hook on each gate (layer order); returns the handles (`.remove()` them)."""
+        return [gate.register_forward_hook(self.hook(layer, select)) for layer, gate in enumerate(gates)]
+
+    def loads(self):
+        """The counts as a float64 numpy array `[layers, experts]`."""
+        return self.counts.double().numpy()
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+
+def tokens_per_gpu(indices: torch.Tensor, phy2log, num_gpus: int) -> torch.Tensor:
+    """Tokens each GPU receives for one layer when `phy2log [R]` is in place: the n-th token sent
+    to an expert goes to its replica n mod (replica count), replicas in slot order."""
+    phy2log = torch.as_tensor(phy2log).long()
+    experts = int(phy2log.max()) + 1
+    flat = indices.reshape(-1).long().cpu()
+    order = torch.argsort(flat, stable=True)
+    sorted_ids = flat[order]
+    counts = torch.bincount(flat, minlength=experts)
+    start = torch.cumsum(counts, 0) - counts
+    nth = torch.arange(flat.numel()) - start[sorted_ids]
+    replicas = torch.bincount(phy2log, minlength=experts)
+    slots_of = [torch.nonzero(phy2log == e).flatten() for e in range(experts)]
+    width = int(replicas.max())
+    table = torch.stack([torch.cat([s, s.new_full((width - len(s),), -1)]) for s in slots_of])
+    slot = table[sorted_ids, nth % replicas[sorted_ids]]
+    return torch.bincount(slot // (phy2log.numel() // num_gpus), minlength=num_gpus)

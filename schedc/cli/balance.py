@@ -1,0 +1,75 @@
+"""`schedc balance`: replicate and place MoE experts on GPUs (EPLB). The work is in
+`schedc.balance.command`; this module parses the arguments and writes the files (numpy and scipy
+are imported only when the command runs, so the parser builds without the balance extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from .common import _write
+
+NEEDS = "this command needs numpy and scipy: pip install 'schedc[balance]'"
+
+
+def missing_modules() -> list[str]:
+    """The balance extra's modules that are not installed."""
+    return [name for name in ("numpy", "scipy") if importlib.util.find_spec(name) is None]
+
+
+def register(sub) -> None:
+    """Add balance to the `schedc` parser's subcommands."""
+    p = sub.add_parser("balance", help="replicate and place MoE experts on GPUs from per-expert loads "
+                       "(DeepSeek's EPLB, and a better joint policy)")
+    p.add_argument("file", metavar="LOADS", help="per-expert loads: .csv (one row per layer, one column "
+                   "per expert), .npy, .json or a torch .pt tensor")
+    p.add_argument("--replicas", type=int, required=True, help="physical expert slots per layer "
+                   "(experts + redundant copies), a multiple of --gpus")
+    p.add_argument("--gpus", type=int, required=True, help="GPUs (expert-parallel ranks)")
+    p.add_argument("--nodes", type=int, default=1, help="server nodes (default 1)")
+    p.add_argument("--groups", type=int, default=1, help="expert groups (default 1)")
+    p.add_argument("--policy", choices=("best", "eplb"), default="best", help="best (default): joint "
+                   "search, never worse than eplb; eplb: DeepSeek's plan exactly")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--hierarchical", dest="hierarchical", action="store_true", default=None,
+                       help="keep each expert group on one node (default when groups divide over nodes)")
+    shape.add_argument("--global", dest="hierarchical", action="store_false",
+                       help="place experts on any GPU, ignoring groups and nodes")
+    p.add_argument("--allow-duplicates", action="store_true", help="let best put two replicas of an "
+                   "expert on one GPU")
+    p.add_argument("--previous", metavar="PLACEMENT", help="the placement in use (a JSON written by -o, or "
+                   "a phy2log array): keep as many experts in their slots as possible")
+    p.add_argument("--max-moves", type=int, help="with --previous: change at most this many slots per layer")
+    p.add_argument("--speeds", help="relative GPU speeds, one per GPU: 1,1,0.5,... or 16x1,16x0.5")
+    p.add_argument("-o", "--output", help="write the placement JSON here (phy2log, log2phy, logcnt, "
+                   "per-GPU loads)")
+    p.add_argument("--svg", help="draw per-GPU loads before and after as SVG")
+    p.add_argument("--png", help="the same picture as PNG (needs cairosvg)")
+    p.set_defaults(func=cmd_balance)
+
+
+def cmd_balance(args) -> int:
+    missing = missing_modules()
+    if missing:
+        print(f"schedc: error: {NEEDS} (missing: {', '.join(missing)})", file=sys.stderr)
+        return 1
+    import json
+
+    from ..balance.command import BalanceRequest, picture_series, run_balance
+    request = BalanceRequest(args.file, args.replicas, args.gpus, args.nodes, args.groups, args.policy,
+                             args.hierarchical, args.allow_duplicates, args.previous, args.max_moves,
+                             args.speeds)
+    result = run_balance(request)
+    sys.stdout.write(result.report)
+    inputs = [args.file] + ([args.previous] if args.previous else [])
+    if args.output:
+        _write(json.dumps(result.placement) + "\n", args.output, inputs)
+    if args.svg or args.png:
+        from ..viz.experts import render_expert_loads_svg
+        svg = render_expert_loads_svg(*picture_series(result))
+        if args.svg:
+            _write(svg, args.svg, inputs)
+        if args.png:
+            from ..viz.png import svg_to_png
+            _write(svg_to_png(svg), args.png, inputs)
+    return 0
