@@ -1,0 +1,304 @@
+"""The split that minimizes the simulated step of the chosen schedule, under the memory limit.
+
+The simulated makespan does not decompose by stage, so this is a branch and bound over splits,
+in stage order, scored by the simulator:
+- the family's plan is compiled once (its order does not depend on costs); each candidate is
+  the same plan simulated with the candidate's stage costs (`Evaluator`);
+- memory per rank is the simulator's peak of activations held (from the plan, so it differs
+  between 1F1B, interleaved, ZB and V schedules) plus the parameters of every stage replica the
+  rank holds;
+- a partial split is cut off when a lower bound on any completion exceeds the best makespan
+  found: the forward chain before the next stage, plus the microbatches' work on the slowest
+  remaining stage (the exact min-max table of the remaining layers), plus, without a split
+  backward, the backward chain back to the first stage;
+- the incumbent starts as the min-max bottleneck split, so the search only ever improves on it.
+
+Within the candidate budget the result is exact: `exact` says every split that could beat it was
+simulated. Ties go to the smaller bottleneck, then the smaller peak memory, then the
+lexicographically smaller bounds. tests/test_partition_search.py checks against enumeration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..compiler import compile_spec
+from ..errors import Diagnostic, SchedError
+from ..check.memory import peak_activations
+from .partition_fastsim import FastPlan
+from .partition_exact import INF, prefix_sums, suffix_table, lexmin_split
+from .partition_problem import (Bounds, PartitionProblem, bottleneck, check_problem, is_valid,
+                                rank_params, split_spec)
+
+DEFAULT_BUDGET = 4000
+_TOL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One split scored: the simulated step, the slowest stage (F + B per microbatch at its
+    rank's speed), memory per rank (peak activations held + parameters), and whether every
+    rank is within its limit."""
+
+    bounds: Bounds
+    makespan: float
+    bottleneck: float
+    memory: tuple[float, ...]
+    fits: bool
+
+    def key(self) -> tuple:
+        return (self.makespan, self.bottleneck, max(self.memory), self.bounds)
+
+
+class Evaluator:
+    """Scores splits of one problem: compiles the family's plan once, simulates per split."""
+
+    def __init__(self, problem: PartitionProblem):
+        check_problem(problem)
+        self.problem = problem
+        start = uniform_start(problem)
+        self.compiled = compile_spec(split_spec(problem, start))
+        self.inflight = _inflight(self.compiled)
+        self.fast = FastPlan(self.compiled)
+        self.count = 0
+        self._cache: dict[Bounds, Evaluation] = {}
+
+    def evaluate(self, bounds: Bounds) -> Evaluation:
+        if bounds in self._cache:
+            return self._cache[bounds]
+        self.count += 1
+        problem = self.problem
+        spec = split_spec(problem, bounds)
+        makespan = self.fast.makespan(spec.costs)
+        params = rank_params(problem, bounds)
+        memory = tuple(a + p for a, p in zip(self.fast.peaks(spec.activations), params))
+        limits = problem.devices.limits
+        fits = all(limit is None or m <= limit + _TOL for m, limit in zip(memory, limits))
+        result = Evaluation(bounds, makespan, bottleneck(problem, bounds), memory, fits)
+        self._cache[bounds] = result
+        return result
+
+    def stage_fits(self, s: int, i: int, j: int) -> bool:
+        """A necessary memory condition, exact for one stage per rank: each replica of stage s
+        holding layers i..j-1, with the activations the schedule keeps in flight for it, plus
+        its parameters, within its rank's limit."""
+        layers, spec = self.problem.model.layers[i:j], self.problem.spec
+        act, params = sum(x.activation for x in layers), sum(x.params for x in layers)
+        for d, rank, held in self.inflight[s]:
+            limit = self.problem.devices.limits[rank]
+            if limit is not None and params + held * act > limit + _TOL:
+                return False
+        return True
+
+
+def uniform_start(problem: PartitionProblem) -> Bounds:
+    """Equal layer counts per stage (a valid split to compile the plan with)."""
+    n, stages = len(problem.model), problem.num_stages
+    return tuple(round(k * n / stages) for k in range(stages + 1))
+
+
+def _inflight(compiled) -> list[list[tuple[int, int, float]]]:
+    """For each stage: (direction, rank, most microbatches of it held at once on that rank),
+    read off the plan by the simulator's memory model."""
+    spec = compiled.spec
+    rows = [tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks]
+    out = []
+    for s in range(spec.num_stages):
+        unit = replace(spec, activations=tuple(1.0 if t == s else 0.0 for t in range(spec.num_stages)))
+        replicas = []
+        for d in range(spec.directions):
+            rank = spec.rank_of(d, s)
+            replicas.append((d, rank, peak_activations(unit, rows[rank])))
+        out.append(replicas)
+    return out
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    """The chosen split, the min-max bottleneck split it started from, how many splits were
+    simulated, whether the choice is proven optimal, and a lower bound on any split's step."""
+
+    best: Evaluation | None
+    minmax: Evaluation | None
+    evaluated: int
+    exact: bool
+    lower_bound: float
+
+
+def choose_split(problem: PartitionProblem, budget: int = DEFAULT_BUDGET,
+                 evaluator: Evaluator | None = None) -> SplitChoice:
+    """The split of `problem` with the least simulated makespan within the memory limits."""
+    ev = evaluator or Evaluator(problem)
+    choice = _Search(problem, ev, budget).run()
+    if choice.best is None:
+        raise _no_split_fits(problem, ev)
+    return choice
+
+
+def smallest_memory(problem: PartitionProblem, ev: Evaluator) -> tuple[float, bool]:
+    """The least, over splits, of the largest per-stage memory (parameters plus the
+    activations the schedule holds for it); exact when each rank holds one stage, else a lower
+    bound on the per-rank peak. Returns (value, exact)."""
+    layers = problem.model.layers
+    act, params = prefix_sums([x.activation for x in layers]), prefix_sums([x.params for x in layers])
+
+    def memory(s: int, i: int, j: int) -> float:
+        held = max(h for _d, _r, h in ev.inflight[s])
+        return params[j] - params[i] + held * (act[j] - act[i])
+
+    table = suffix_table(len(layers), problem.num_stages, memory, None, problem.min_layers, problem.pins)
+    spec = problem.spec
+    return table[0][0], spec.chunks == 1 and spec.directions == 1
+
+
+def _no_split_fits(problem: PartitionProblem, ev: Evaluator) -> SchedError:
+    value, exact = smallest_memory(problem, ev)
+    limits = [x for x in problem.devices.limits if x is not None]
+    limit = f"{min(limits):g}" if len(set(limits)) == 1 else "the per-rank limits"
+    what = "the smallest any split reaches is" if exact else "every split needs at least"
+    return SchedError([Diagnostic(
+        f"no split of the {len(problem.model)} layers into {problem.num_stages} stages fits "
+        f"the memory limit of {limit} under {problem.spec.schedule}: {what} {value:g} on some rank "
+        "(parameters plus the activations the schedule holds); raise the limit, use more ranks, "
+        "or choose a schedule that holds fewer activations", problem.where or problem.model.span)])
+
+
+class _Search:
+    def __init__(self, problem: PartitionProblem, ev: Evaluator, budget: int):
+        self.problem, self.ev, self.budget = problem, ev, budget
+        layers = problem.model.layers
+        self.f_prefix = prefix_sums([x.forward for x in layers])
+        self.b_prefix = prefix_sums([x.backward for x in layers])
+        self.t_prefix = prefix_sums([x.time for x in layers])
+        self.speeds = [problem.stage_speed(s) for s in range(problem.num_stages)]
+        self.table = suffix_table(len(layers), problem.num_stages, self.stage_time, ev.stage_fits,
+                                  problem.min_layers, problem.pins)
+        self.mpd = problem.spec.microbatches_per_direction
+        self.split = problem.spec.split_backward
+        self.best: Evaluation | None = None
+        self.exhausted = False
+        self.stage_work = [0.0] * problem.num_stages
+        self.first_ahead = _first_stage_ahead(problem.spec)
+        self.linear = problem.spec.chunks == 1 and problem.spec.directions == 1
+        self.chain = None
+        if self.linear:  # one stage per rank: the fill before each stage counts exactly
+            self.chain = suffix_table(len(layers), problem.num_stages, self.rank_work, ev.stage_fits,
+                                      problem.min_layers, problem.pins, carry=self.chain_step)
+        self.rank_stages = [[t for _d, t in problem.spec.stages_of(r)] for r in range(problem.spec.ranks)]
+        self.rank_of = [problem.spec.rank_of(0, s) for s in range(problem.num_stages)]
+        self.replicas = [problem.spec.directions] * problem.num_stages
+
+    def stage_time(self, s: int, i: int, j: int) -> float:
+        return (self.t_prefix[j] - self.t_prefix[i]) / self.speeds[s]
+
+    def rank_work(self, s: int, i: int, j: int) -> float:
+        return self.mpd * self.stage_time(s, i, j)
+
+    def chain_step(self, s: int, i: int, j: int) -> float:
+        """Time one microbatch spends in stage s on its way to a later stage and back."""
+        prefix = self.f_prefix if self.split else self.t_prefix
+        return (prefix[j] - prefix[i]) / self.speeds[s]
+
+    def run(self) -> SplitChoice:
+        problem, n = self.problem, len(self.problem.model)
+        lower = self.mpd * self.table[0][0] if self.table[0][0] < INF else INF
+        start = lexmin_split(self.table, n, self.stage_time, self.ev.stage_fits,
+                             problem.min_layers, problem.pins)
+        minmax = self.ev.evaluate(start) if start else None
+        if minmax and minmax.fits:
+            self.best = minmax
+        for seed in (start, uniform_start(problem)):
+            if seed and is_valid(problem, seed):
+                self._score(seed)
+                self._climb(self.ev.evaluate(seed))
+        if start:
+            self._extend(0, 0, [0], [0.0], [0.0])
+        return SplitChoice(self.best, minmax, self.ev.count, not self.exhausted, lower)
+
+    def _bound(self, s: int, i: int, heads: list[float], tails: list[float]) -> float:
+        """Any completion of a split whose stages < s end at layer i takes at least this long:
+        the slowest remaining stage runs every microbatch on its rank, which starts no earlier
+        than the forward chain reaches the rank's first stage (and, with a full backward,
+        ends no later than the backward chain needs to get back from there)."""
+        h = self.first_ahead[s]
+        tail = 0.0 if self.split else tails[h]
+        bound = heads[h] + self.mpd * self.table[s][i] + tail
+        if self.chain is not None:
+            bound = max(bound, heads[s] + (0.0 if self.split else tails[s]) + self.chain[s][i])
+        return max(bound, self._rank_bound(s, heads))
+
+    def _rank_bound(self, s: int, heads: list[float]) -> float:
+        """Each rank's work on the stages assigned so far, after the chain reaches it."""
+        best = 0.0
+        for r, stages in enumerate(self.rank_stages):
+            first = stages[0]
+            if first >= s:
+                continue
+            work = sum(self.stage_work[t] for t in stages if t < s)
+            best = max(best, heads[first] + work)
+        return best
+
+    def _extend(self, s: int, i: int, bounds: list[int], heads: list[float], tails: list[float]) -> None:
+        if self.exhausted:
+            return
+        if s == self.problem.num_stages:
+            self._score(tuple(bounds))
+            return
+        if self.best is not None and self._bound(s, i, heads, tails) > self.best.makespan + _TOL:
+            return
+        for j in range(i + 1, len(self.problem.model) + 1):
+            if self.table[s + 1][j] == INF or not self.ev.stage_fits(s, i, j):
+                continue
+            if not is_valid_prefix(self.problem, s, i, j):
+                continue
+            speed = self.speeds[s]
+            bounds.append(j)
+            self.stage_work[s] = self.replicas[s] * self.rank_work(s, i, j)
+            heads.append(heads[-1] + (self.f_prefix[j] - self.f_prefix[i]) / speed)
+            tails.append(tails[-1] + (self.b_prefix[j] - self.b_prefix[i]) / speed)
+            self._extend(s + 1, j, bounds, heads, tails)
+            for stack in (bounds, heads, tails):
+                stack.pop()
+
+    def _climb(self, start: Evaluation) -> None:
+        """Improve the incumbent by moving one boundary a layer at a time while that helps
+        (a good incumbent early lets the bound cut more)."""
+        current, improved = start, True
+        while improved and start.fits and self.ev.count < self.budget // 4:
+            improved = False
+            for k in range(1, len(current.bounds) - 1):
+                for step in (-1, 1):
+                    bounds = list(current.bounds)
+                    bounds[k] += step
+                    self._score(tuple(bounds))
+                    if self.best is not None and self.best.key() < current.key():
+                        current, improved = self.best, True
+
+    def _score(self, bounds: Bounds) -> None:
+        if not is_valid(self.problem, bounds):
+            return
+        if self.ev.count >= self.budget and bounds not in self.ev._cache:
+            self.exhausted = True
+            return
+        result = self.ev.evaluate(bounds)
+        if result.fits and (self.best is None or result.key() < self.best.key()):
+            self.best = result
+
+
+def _first_stage_ahead(spec) -> list[int]:
+    """For each s: the smallest stage held by any rank that holds a stage >= s (for linear
+    placement, s itself), so that the forward chain to it is known once stages < s are."""
+    lowest = [min(t for _d, t in spec.stages_of(r)) for r in range(spec.ranks)]
+    first = [min(lowest[spec.rank_of(d, s)] for d in range(spec.directions))
+             for s in range(spec.num_stages)]
+    ahead = [0] * spec.num_stages
+    for s in range(spec.num_stages - 1, -1, -1):
+        ahead[s] = min(s, first[s], ahead[s + 1] if s + 1 < spec.num_stages else s)
+    return ahead + [spec.num_stages]
+
+
+def is_valid_prefix(problem: PartitionProblem, s: int, i: int, j: int) -> bool:
+    """Stage s may hold layers i..j-1: enough layers, no pin strictly inside."""
+    if j - i < problem.min_layers:
+        return False
+    return not any(i < p < j for p in problem.pins)
