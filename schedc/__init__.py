@@ -26,8 +26,11 @@ __version__ = "0.1.0"
 
 
 def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
-    """Parse and check .sched text; one `PipelineSpec` per `pipeline` block."""
-    return [check_pipeline(p) for p in parse_program(text, file).pipelines]
+    """Parse and check .sched text; one `PipelineSpec` per `pipeline` block. A pipeline with
+    `stages = auto` gets the split of its layers that the partitioner chooses."""
+    from .balance.partition_stages import resolve_stages  # only pipelines with layers need it
+
+    return [resolve_stages(check_pipeline(p)) for p in parse_program(text, file).pipelines]
 
 
 def load(path: str | Path) -> list[PipelineSpec]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import Diagnostic, SchedError, Span
 from ..lang.layers import Devices, LayerModel
-from ..spec import PipelineSpec, StageCost
+from ..lang.spec import PipelineSpec, StageCost
 
 Bounds = tuple[int, ...]
 
@@ -127,7 +127,7 @@ def family_spec(family: str, ranks: int, microbatches: int, chunks: int | None =
                 name: str = "partition") -> PipelineSpec:
     """A pipeline template for a family (its placement, split and overlap defaults); stage
     costs are placeholders that `split_spec` replaces."""
-    from ..spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES
+    from ..lang.spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES
 
     placement = FAMILY_PLACEMENT[family]
     chunks = chunks or {"interleaved": 2, "v": 2}.get(placement, 1)

@@ -82,7 +82,7 @@ class Evaluator:
         """A necessary memory condition, exact for one stage per rank: each replica of stage s
         holding layers i..j-1, with the activations the schedule keeps in flight for it, plus
         its parameters, within its rank's limit."""
-        layers, spec = self.problem.model.layers[i:j], self.problem.spec
+        layers = self.problem.model.layers[i:j]
         act, params = sum(x.activation for x in layers), sum(x.params for x in layers)
         for d, rank, held in self.inflight[s]:
             limit = self.problem.devices.limits[rank]
@@ -202,12 +202,14 @@ class _Search:
     def run(self) -> SplitChoice:
         problem, n = self.problem, len(self.problem.model)
         lower = self.mpd * self.table[0][0] if self.table[0][0] < INF else INF
+        if self.chain is not None:
+            lower = max(lower, self.chain[0][0])
         start = lexmin_split(self.table, n, self.stage_time, self.ev.stage_fits,
                              problem.min_layers, problem.pins)
         minmax = self.ev.evaluate(start) if start else None
         if minmax and minmax.fits:
             self.best = minmax
-        for seed in (start, uniform_start(problem)):
+        for seed in (start, uniform_start(problem), self._even_time_start()):
             if seed and is_valid(problem, seed):
                 self._score(seed)
                 self._climb(self.ev.evaluate(seed))
@@ -238,13 +240,14 @@ class _Search:
             best = max(best, heads[first] + work)
         return best
 
-    def _extend(self, s: int, i: int, bounds: list[int], heads: list[float], tails: list[float]) -> None:
+    def _extend(self, s: int, i: int, bounds: list[int], heads: list[float], tails: list[float],
+                slowest: float = 0.0) -> None:
         if self.exhausted:
             return
         if s == self.problem.num_stages:
             self._score(tuple(bounds))
             return
-        if self.best is not None and self._bound(s, i, heads, tails) > self.best.makespan + _TOL:
+        if self._cut(s, i, heads, tails, slowest):
             return
         for j in range(i + 1, len(self.problem.model) + 1):
             if self.table[s + 1][j] == INF or not self.ev.stage_fits(s, i, j):
@@ -252,13 +255,36 @@ class _Search:
             if not is_valid_prefix(self.problem, s, i, j):
                 continue
             speed = self.speeds[s]
-            bounds.append(j)
             self.stage_work[s] = self.replicas[s] * self.rank_work(s, i, j)
+            bounds.append(j)
             heads.append(heads[-1] + (self.f_prefix[j] - self.f_prefix[i]) / speed)
             tails.append(tails[-1] + (self.b_prefix[j] - self.b_prefix[i]) / speed)
-            self._extend(s + 1, j, bounds, heads, tails)
+            self._extend(s + 1, j, bounds, heads, tails, max(slowest, self.stage_time(s, i, j)))
             for stack in (bounds, heads, tails):
                 stack.pop()
+
+    def _cut(self, s: int, i: int, heads: list[float], tails: list[float], slowest: float) -> bool:
+        """No completion can beat the incumbent: a slower step, or an equal step with a slower
+        slowest stage (the first tie-break)."""
+        if self.best is None:
+            return False
+        bound = self._bound(s, i, heads, tails)
+        if bound > self.best.makespan + _TOL:
+            return True
+        return bound >= self.best.makespan - _TOL and \
+            max(slowest, self.table[s][i]) > self.best.bottleneck + _TOL
+
+    def _even_time_start(self) -> Bounds | None:
+        """Cuts where the running time crosses each stage's equal share of the total (a seed
+        for placements where a rank holds several stages)."""
+        n, stages, total = len(self.problem.model), self.problem.num_stages, self.t_prefix[-1]
+        bounds = [0]
+        for s in range(1, stages):
+            target = total * s / stages
+            j = min(range(bounds[-1] + 1, n - (stages - s) + 1),
+                    key=lambda k: abs(self.t_prefix[k] - target))
+            bounds.append(j)
+        return tuple(bounds) + (n,)
 
     def _climb(self, start: Evaluation) -> None:
         """Improve the incumbent by moving one boundary a layer at a time while that helps
@@ -267,7 +293,7 @@ class _Search:
         while improved and start.fits and self.ev.count < self.budget // 4:
             improved = False
             for k in range(1, len(current.bounds) - 1):
-                for step in (-1, 1):
+                for step in (-2, -1, 1, 2):
                     bounds = list(current.bounds)
                     bounds[k] += step
                     self._score(tuple(bounds))

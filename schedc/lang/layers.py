@@ -121,3 +121,17 @@ def check_unique(layers: list[Layer]) -> None:
             raise _error(f"two layers are called '{layer.name}'; layer names must be unique "
                          "(a model file's build_layers() is matched by name)", layer.span)
         seen[layer.name] = layer
+
+
+@dataclass(frozen=True, slots=True)
+class LayeredStages:
+    """A pipeline whose stages are cut from layers (`stages = auto`): the model, the devices, the
+    layers that must start a stage, the fewest layers a stage may hold, and the chosen split
+    (`bounds`, S+1 layer indices; None until the partitioner has chosen)."""
+
+    model: LayerModel
+    devices: Devices
+    pins: tuple[int, ...] = ()
+    min_layers: int = 1
+    bounds: tuple[int, ...] | None = None
+    span: Span | None = field(default=None, compare=False, hash=False)
