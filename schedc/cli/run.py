@@ -39,6 +39,8 @@ def cmd_run(args) -> int:
     problem = None if args.profile else device_problem(nproc, args.device, args.comm)
     if problem:
         raise UsageError(problem)
+    if spec.layers is not None:
+        _check_layers(spec, args.model)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -50,6 +52,15 @@ def cmd_run(args) -> int:
         return _profile(spec, args)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
     return run_torchrun(command)
+
+
+def _check_layers(spec: PipelineSpec, model_path: str) -> None:
+    """The model file defines every layer the pipeline's layers block names (a located error
+    here, once, instead of one per rank)."""
+    from ..backends.torch.__main__ import load_model
+    from ..backends.torch.layers import stage_builder
+
+    stage_builder(load_model(model_path), spec)(spec.num_stages)
 
 
 def _profile(spec: PipelineSpec, args) -> int:
