@@ -30,7 +30,7 @@ from .partition_exact import INF, prefix_sums, suffix_table, lexmin_split
 from .partition_problem import (Bounds, PartitionProblem, bottleneck, check_problem, is_valid,
                                 rank_params, split_spec)
 
-DEFAULT_BUDGET = 4000
+DEFAULT_BUDGET = 2000
 _TOL = 1e-9
 
 
@@ -171,6 +171,7 @@ class _Search:
         self.b_prefix = prefix_sums([x.backward for x in layers])
         self.t_prefix = prefix_sums([x.time for x in layers])
         self.speeds = [problem.stage_speed(s) for s in range(problem.num_stages)]
+        self.fastest = max(self.speeds)
         self.table = suffix_table(len(layers), problem.num_stages, self.stage_time, ev.stage_fits,
                                   problem.min_layers, problem.pins)
         self.mpd = problem.spec.microbatches_per_direction
@@ -254,6 +255,8 @@ class _Search:
                 continue
             if not is_valid_prefix(self.problem, s, i, j):
                 continue
+            if self.best is not None and self._round_trip(s, i, j, heads, tails) > self.best.makespan + _TOL:
+                continue
             speed = self.speeds[s]
             self.stage_work[s] = self.replicas[s] * self.rank_work(s, i, j)
             bounds.append(j)
@@ -262,6 +265,16 @@ class _Search:
             self._extend(s + 1, j, bounds, heads, tails, max(slowest, self.stage_time(s, i, j)))
             for stack in (bounds, heads, tails):
                 stack.pop()
+
+    def _round_trip(self, s: int, i: int, j: int, heads: list[float], tails: list[float]) -> float:
+        """Stage s's backwards all start after its first microbatch has gone down the rest of
+        the pipeline and back: chain to s, F of s, the round trip through layers j.., then every
+        microbatch's backward on s (and, with a full backward, the chain back to stage 0)."""
+        speed = self.speeds[s]
+        forward = (self.f_prefix[j] - self.f_prefix[i]) / speed
+        backward = (self.b_prefix[j] - self.b_prefix[i]) / speed
+        rest = (self.t_prefix[-1] - self.t_prefix[j]) / self.fastest
+        return heads[s] + forward + rest + self.mpd * backward + (0.0 if self.split else tails[s])
 
     def _cut(self, s: int, i: int, heads: list[float], tails: list[float], slowest: float) -> bool:
         """No completion can beat the incumbent: a slower step, or an equal step with a slower

@@ -24,7 +24,7 @@ from ..balance.partition_stages import problem_of_spec
 from ..errors import SchedError, SourceFile
 from ..lang.layers import Devices
 from ..lang.spec import FAMILIES
-from .common import UsageError, _load, _select
+from .common import UsageError, _compiled_timeline, _load, _output_format, _select, _write
 
 
 def _read_json(path: str):
@@ -116,7 +116,30 @@ def cmd_partition(args) -> int:
     print(format_report(after), end="")
     if before is not None:
         print("\n# re-balanced for the changed cluster\n" + format_moves(before, after))
+    if args.viz:
+        _draw(after, args.viz)
     return 0
+
+
+def _draw(report, output: str) -> None:
+    """The uniform split and the chosen one, simulated, on one time axis (SVG or PNG)."""
+    from ..balance.partition_problem import split_spec
+    from ..balance.partition_write import format_megatron_layout
+    from ..viz.png import svg_to_png
+    from ..viz.timeline import Panel, render_timeline_svg
+
+    fmt = _output_format(output, None, ("svg", "png"), "a timeline")
+    problem, panels = report.problem, []
+    for row in (report.rows[1], report.rows[0]):  # before (uniform), after (chosen)
+        if row.result is None:
+            continue
+        layout = format_megatron_layout(problem.model, row.result.bounds)
+        spec = replace(split_spec(problem, row.result.bounds), name=f"{row.name} {layout}")
+        compiled, timeline = _compiled_timeline(spec)
+        panels.append(Panel(compiled.spec, timeline))
+    svg = render_timeline_svg(panels)
+    _write(svg if fmt == "svg" else svg_to_png(svg), output, [report.problem.model.span.file
+                                                              if report.problem.model.span else ""])
 
 
 def register(sub) -> None:
@@ -140,6 +163,8 @@ def register(sub) -> None:
     p.add_argument("--from-ranks", type=int, help="re-balance: the rank count before the change; "
                    "prints which layers move")
     p.add_argument("--from-speeds", help="re-balance: the speeds before the change")
+    p.add_argument("--viz", metavar="OUT", help="draw the uniform split and the chosen one, simulated, "
+                   "on one time axis (.svg or .png)")
     p.add_argument("--json", action="store_true", help="one JSON object: stages, makespan, bottleneck, "
                    "peak_memory, layout, parts, anchors")
     p.set_defaults(func=cmd_partition)
