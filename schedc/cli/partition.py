@@ -117,11 +117,11 @@ def cmd_partition(args) -> int:
     if before is not None:
         print("\n# re-balanced for the changed cluster\n" + format_moves(before, after))
     if args.viz:
-        _draw(after, args.viz)
+        _draw(after, args.viz, args.width)
     return 0
 
 
-def _draw(report, output: str) -> None:
+def _draw(report, output: str, width: int | None) -> None:
     """The uniform split and the chosen one, simulated, on one time axis (SVG or PNG)."""
     from ..balance.partition_problem import split_spec
     from ..balance.partition_write import format_megatron_layout
@@ -137,7 +137,7 @@ def _draw(report, output: str) -> None:
         spec = replace(split_spec(problem, row.result.bounds), name=f"{row.name} {layout}")
         compiled, timeline = _compiled_timeline(spec)
         panels.append(Panel(compiled.spec, timeline))
-    svg = render_timeline_svg(panels)
+    svg = render_timeline_svg(panels, width=width)
     _write(svg if fmt == "svg" else svg_to_png(svg), output, [report.problem.model.span.file
                                                               if report.problem.model.span else ""])
 
@@ -165,6 +165,7 @@ def register(sub) -> None:
     p.add_argument("--from-speeds", help="re-balance: the speeds before the change")
     p.add_argument("--viz", metavar="OUT", help="draw the uniform split and the chosen one, simulated, "
                    "on one time axis (.svg or .png)")
+    p.add_argument("--width", type=int, help="picture width in pixels for --viz")
     p.add_argument("--json", action="store_true", help="one JSON object: stages, makespan, bottleneck, "
                    "peak_memory, layout, parts, anchors")
     p.set_defaults(func=cmd_partition)

@@ -13,7 +13,8 @@ from dataclasses import replace
 
 from ..errors import Note, Span
 from .layers import KINDS, Devices, LayeredStages, LayerModel, check_unique, expand_run
-from .spec import (PipelineSpec, StageCost, _err, _suggest, _to_bool, _to_int, _to_number, _unique)
+from .spec import (PipelineSpec, StageCost, _blocks, _err, _suggest, _to_bool, _to_int, _to_number,
+                   _unique)
 from .syntax import LayerItem, PipelineAST, Setting
 
 LAYER_KEYS = ("F", "B", "W", "activation", "params", "kind", "starts_stage")
@@ -87,7 +88,7 @@ def _model(items: tuple[LayerItem, ...], span: Span) -> LayerModel:
 
 
 def _devices(ast: PipelineAST, spec: PipelineSpec) -> Devices:
-    block = next((b for b in ast.blocks if b.kind == "devices"), None)
+    block = _blocks(ast, "devices")
     base = {"speed": 1.0, "limit": spec.memory_limit}
     rows = [dict(base) for _ in range(spec.ranks)]
     if block is None:
