@@ -20,6 +20,7 @@ lexicographically smaller bounds. tests/test_partition_search.py checks against 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 from ..compiler import compile_spec
@@ -212,8 +213,15 @@ class _Search:
             self.best = minmax
         for seed in (start, uniform_start(problem), self._even_time_start()):
             if seed and is_valid(problem, seed):
+                found = self._score(seed)
+                if found is not None:
+                    self._climb(found, self.budget // 4)
+        if not self.linear:
+            for seed in self._rank_balanced_seeds():
                 self._score(seed)
-                self._climb(self.ev.evaluate(seed))
+            if self.best is not None:
+                self._climb(self.best, self.budget // 4)
+            self._explore()
         if start:
             self._extend(0, 0, [0], [0.0], [0.0])
         return SplitChoice(self.best, minmax, self.ev.count, not self.exhausted, lower)
@@ -299,29 +307,75 @@ class _Search:
             bounds.append(j)
         return tuple(bounds) + (n,)
 
-    def _climb(self, start: Evaluation) -> None:
-        """Improve the incumbent by moving one boundary a layer at a time while that helps
-        (a good incumbent early lets the bound cut more)."""
+    def _cut_at(self, targets: list[float]) -> Bounds:
+        """Cuts nearest the running sums of per-stage target times (every stage non-empty)."""
+        n, stages = len(self.problem.model), self.problem.num_stages
+        bounds, want = [0], 0.0
+        for s in range(stages - 1):
+            want += targets[s] * self.speeds[s]
+            low, high = bounds[-1] + 1, n - (stages - 1 - s)
+            bounds.append(min(range(low, high + 1), key=lambda k: abs(self.t_prefix[k] - want)))
+        return tuple(bounds) + (n,)
+
+    def _rank_balanced_seeds(self, rounds: int = 12) -> list[Bounds]:
+        """Splits whose ranks (not stages) carry equal work: start from equal stage times, then
+        scale each stage's target by (mean rank load / its rank's load) and cut again."""
+        spec, stages = self.problem.spec, self.problem.num_stages
+        targets = [self.t_prefix[-1] / sum(self.speeds)] * stages
+        seeds = []
+        for _ in range(rounds):
+            bounds = self._cut_at(targets)
+            seeds.append(bounds)
+            times = [self.stage_time(s, a, b) for s, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+            load = [0.0] * spec.ranks
+            for s, time in enumerate(times):
+                for d in range(spec.directions):
+                    load[spec.rank_of(d, s)] += time
+            mean = sum(load) / len(load)
+            targets = [max(time, 1e-9) * mean / max(load[self.rank_of[s]], 1e-9)
+                       for s, time in enumerate(times)]
+        return seeds
+
+    def _climb(self, start: Evaluation, limit: int) -> None:
+        """Hill-climb from `start`: move one boundary by one or two layers while that gives a
+        better split (each one scored, so the incumbent improves too); at most `limit` splits."""
         current, improved = start, True
-        while improved and start.fits and self.ev.count < self.budget // 4:
+        while improved and current.fits and self.ev.count < limit:
             improved = False
             for k in range(1, len(current.bounds) - 1):
                 for step in (-2, -1, 1, 2):
                     bounds = list(current.bounds)
                     bounds[k] += step
-                    self._score(tuple(bounds))
-                    if self.best is not None and self.best.key() < current.key():
-                        current, improved = self.best, True
+                    found = self._score(tuple(bounds))
+                    if found is not None and found.fits and found.key() < current.key():
+                        current, improved = found, True
 
-    def _score(self, bounds: Bounds) -> None:
+    def _explore(self) -> None:
+        """Iterated local search, for placements where a rank holds several stages (there the
+        bounds cut little): a seeded generator moves a few boundaries of the best split, then
+        climb; up to half the budget."""
+        rng, tries = random.Random(0), 0
+        while self.best is not None and self.ev.count < self.budget // 2 and tries < 4 * self.budget:
+            tries += 1
+            bounds = list(self.best.bounds)
+            for _ in range(rng.randint(1, 3)):
+                k = rng.randrange(1, len(bounds) - 1)
+                bounds[k] += rng.choice((-3, -2, -1, 1, 2, 3))
+            found = self._score(tuple(bounds))
+            if found is not None:
+                self._climb(found, self.budget // 2)
+
+    def _score(self, bounds: Bounds) -> Evaluation | None:
+        """Simulate a split (None: not a valid split, or the budget is spent); keep the best."""
         if not is_valid(self.problem, bounds):
-            return
+            return None
         if self.ev.count >= self.budget and bounds not in self.ev._cache:
             self.exhausted = True
-            return
+            return None
         result = self.ev.evaluate(bounds)
         if result.fits and (self.best is None or result.key() < self.best.key()):
             self.best = result
+        return result
 
 
 def _first_stage_ahead(spec) -> list[int]:
