@@ -18,7 +18,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ...balance.partition_stages import resolve_stages
 from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
@@ -51,7 +50,10 @@ def compile_file(path: str, pipeline: str | None):
     try:
         specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
         spec = next(s for s in specs if pipeline in (None, s.name))
-        return compile_spec(resolve_stages(spec))
+        if spec.layers is not None:  # stages = auto: every rank chooses the same split
+            from ...balance.partition_stages import resolve_stages
+            spec = resolve_stages(spec)
+        return compile_spec(spec)
     except SchedError as error:
         raise SystemExit(render_error(error, SourceFile(path, text))) from None
     except StopIteration:

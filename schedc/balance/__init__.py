@@ -11,10 +11,16 @@ nor torch at module level (a torch tensor given to `rebalance_experts` is handle
 
 The stage partitioner is `partition_*.py` (problem, exact min-max DP, simulated search, anchors,
 writers, report, `stages = auto`) with `layers_json.py` reading a profiler's layer description;
-it imports neither numpy nor scipy, so importing one of those modules costs only this package's
-`__init__` (which loads the expert balancer, and numpy with it).
+it imports neither numpy nor scipy. So that `stages = auto` works without the balance extra, the
+expert balancer's names below are loaded (with numpy) on first use, not when the package is.
 """
 
-from .plan import ExpertPlan, plan_experts, rebalance_experts
-
 __all__ = ["ExpertPlan", "plan_experts", "rebalance_experts"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import plan
+
+        return getattr(plan, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

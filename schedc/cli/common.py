@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..balance.partition_stages import resolve_stages
 from ..compiler import compile_spec, with_family
 from ..errors import Diagnostic, SchedError, SourceFile, render_error
 from ..simulate import simulate
@@ -86,6 +85,16 @@ def _families(text: str) -> list[str]:
     if unknown:
         raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     return families
+
+
+def resolve_stages(spec: PipelineSpec) -> PipelineSpec:
+    """A `stages = auto` pipeline with the split the partitioner chooses (others unchanged; the
+    partitioner is imported only when a pipeline has layers)."""
+    if spec.layers is None:
+        return spec
+    from ..balance.partition_stages import resolve_stages as choose
+
+    return choose(spec)
 
 
 def family_of(spec: PipelineSpec, family: str) -> PipelineSpec:
