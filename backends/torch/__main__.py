@@ -65,7 +65,8 @@ def model_stages(model, spec, path: str):
     a located error when the two disagree, before any process group starts."""
     try:
         build = stage_builder(model, spec)
-        build(spec.num_stages)  # a missing layer name fails here, at the layer's place
+        if spec.layers is not None:
+            build(spec.num_stages)  # a missing layer name fails here, at the layer's place
         return build
     except SchedError as error:
         raise SystemExit(render_error(error, SourceFile(path, open(path, encoding="utf-8").read()))) from None
