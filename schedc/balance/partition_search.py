@@ -10,8 +10,12 @@ in stage order, scored by the simulator:
 - a partial split is cut off when a lower bound on any completion exceeds the best makespan
   found: the forward chain before the next stage, plus the microbatches' work on the slowest
   remaining stage (the exact min-max table of the remaining layers), plus, without a split
-  backward, the backward chain back to the first stage;
-- the incumbent starts as the min-max bottleneck split, so the search only ever improves on it.
+  backward, the backward chain back to the first stage; with one stage per rank, the exact
+  fill-time table (the chain to each stage plus its microbatches' work); each stage's round trip
+  before its first backward; each rank's work on the stages assigned so far;
+- the incumbent starts as the min-max bottleneck split, so the search only ever improves on it;
+  hill-climbing from it (and, where a rank holds several stages and the bounds cut little, from
+  rank-balanced seeds and seeded random kicks) finds a good incumbent early.
 
 Within the candidate budget the result is exact: `exact` says every split that could beat it was
 simulated. Ties go to the smaller bottleneck, then the smaller peak memory, then the
@@ -21,97 +25,17 @@ lexicographically smaller bounds. tests/test_partition_search.py checks against 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..compiler import compile_spec
 from ..errors import Diagnostic, SchedError
-from ..check.memory import peak_activations
-from .partition_fastsim import FastPlan
-from .partition_exact import INF, prefix_sums, suffix_table, lexmin_split
-from .partition_problem import (Bounds, PartitionProblem, bottleneck, check_problem, is_valid,
-                                rank_params, split_spec)
+from .partition_evaluate import Evaluation, Evaluator, uniform_start
+from .partition_exact import INF, lexmin_split, prefix_sums, suffix_table
+from .partition_problem import Bounds, PartitionProblem, is_valid
+
+__all__ = ["DEFAULT_BUDGET", "Evaluation", "Evaluator", "SplitChoice", "choose_split", "smallest_memory"]
 
 DEFAULT_BUDGET = 2000
 _TOL = 1e-9
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """One split scored: the simulated step, the slowest stage (F + B per microbatch at its
-    rank's speed), memory per rank (peak activations held + parameters), and whether every
-    rank is within its limit."""
-
-    bounds: Bounds
-    makespan: float
-    bottleneck: float
-    memory: tuple[float, ...]
-    fits: bool
-
-    def key(self) -> tuple:
-        return (self.makespan, self.bottleneck, max(self.memory), self.bounds)
-
-
-class Evaluator:
-    """Scores splits of one problem: compiles the family's plan once, simulates per split."""
-
-    def __init__(self, problem: PartitionProblem):
-        check_problem(problem)
-        self.problem = problem
-        start = uniform_start(problem)
-        self.compiled = compile_spec(split_spec(problem, start))
-        self.inflight = _inflight(self.compiled)
-        self.fast = FastPlan(self.compiled)
-        self.count = 0
-        self._cache: dict[Bounds, Evaluation] = {}
-
-    def evaluate(self, bounds: Bounds) -> Evaluation:
-        if bounds in self._cache:
-            return self._cache[bounds]
-        self.count += 1
-        problem = self.problem
-        spec = split_spec(problem, bounds)
-        makespan = self.fast.makespan(spec.costs)
-        params = rank_params(problem, bounds)
-        memory = tuple(a + p for a, p in zip(self.fast.peaks(spec.activations), params))
-        limits = problem.devices.limits
-        fits = all(limit is None or m <= limit + _TOL for m, limit in zip(memory, limits))
-        result = Evaluation(bounds, makespan, bottleneck(problem, bounds), memory, fits)
-        self._cache[bounds] = result
-        return result
-
-    def stage_fits(self, s: int, i: int, j: int) -> bool:
-        """A necessary memory condition, exact for one stage per rank: each replica of stage s
-        holding layers i..j-1, with the activations the schedule keeps in flight for it, plus
-        its parameters, within its rank's limit."""
-        layers = self.problem.model.layers[i:j]
-        act, params = sum(x.activation for x in layers), sum(x.params for x in layers)
-        for d, rank, held in self.inflight[s]:
-            limit = self.problem.devices.limits[rank]
-            if limit is not None and params + held * act > limit + _TOL:
-                return False
-        return True
-
-
-def uniform_start(problem: PartitionProblem) -> Bounds:
-    """Equal layer counts per stage (a valid split to compile the plan with)."""
-    n, stages = len(problem.model), problem.num_stages
-    return tuple(round(k * n / stages) for k in range(stages + 1))
-
-
-def _inflight(compiled) -> list[list[tuple[int, int, float]]]:
-    """For each stage: (direction, rank, most microbatches of it held at once on that rank),
-    read off the plan by the simulator's memory model."""
-    spec = compiled.spec
-    rows = [tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks]
-    out = []
-    for s in range(spec.num_stages):
-        unit = replace(spec, activations=tuple(1.0 if t == s else 0.0 for t in range(spec.num_stages)))
-        replicas = []
-        for d in range(spec.directions):
-            rank = spec.rank_of(d, s)
-            replicas.append((d, rank, peak_activations(unit, rows[rank])))
-        out.append(replicas)
-    return out
 
 
 @dataclass(frozen=True)
