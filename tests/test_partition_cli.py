@@ -86,3 +86,15 @@ def test_error_golden(name, capsys, update_goldens):
         expected.write_text(err)
     assert err == expected.read_text()
     assert err.startswith(f"{name}.sched:")
+
+
+def test_fewer_layers_than_stages_in_a_json_file_is_located(capsys):
+    cwd = os.getcwd()
+    os.chdir(GOLDEN / "cli")
+    try:
+        status = main(["partition", "two_layers.json", "--ranks", "4", "--microbatches", "8"])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("two_layers.json:1:1: error: 2 layers cannot fill 4 stages")
