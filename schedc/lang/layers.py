@@ -17,6 +17,7 @@ from ..errors import Diagnostic, SchedError, Span
 
 # Megatron's --pipeline-model-parallel-layout letters: embedding, transformer block, MTP, loss.
 KINDS = ("E", "t", "m", "L")
+MAX_LAYERS = 100_000  # a model description longer than this is a mistyped repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,9 @@ def default_kind(name: str, index: int, count: int) -> str:
 def expand_run(name: str, repeat: int, values: dict, kind: str | None, span: Span | None,
                first_index: int, total: int) -> list[Layer]:
     """One described entry as layers: `repeat` copies named `name.0` .. (or `name` when 1)."""
+    if first_index + repeat > MAX_LAYERS:
+        raise _error(f"this model has {total:,} layers; schedc partitions up to {MAX_LAYERS:,} (is a "
+                     "repeat count mistyped?)", span)
     costs = layer_defaults(name, values, span)
     names = [name] if repeat == 1 else [f"{name}.{k}" for k in range(repeat)]
     return [Layer(n, **costs, kind=kind or default_kind(n, first_index + k, total), span=span)
