@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import schedc
 from schedc.cli import main
+from schedc.errors import SchedError, SourceFile, render_error
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_JSON = ROOT / "examples" / "partition" / "llama.json"
@@ -98,3 +101,23 @@ def test_fewer_layers_than_stages_in_a_json_file_is_located(capsys):
     err = capsys.readouterr().err
     assert status == 1
     assert err.startswith("two_layers.json:1:1: error: 2 layers cannot fill 4 stages")
+
+
+LAYERED = ROOT / "examples" / "partition" / "mlp_layers.sched"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_layered_files_give_located_errors(data):
+    """A layered file with a few characters changed parses, partitions and compiles, or says
+    where it is wrong; nothing else escapes."""
+    text = LAYERED.read_text()
+    start = data.draw(st.integers(0, len(text)))
+    insert = data.draw(st.text(alphabet="layersdevicestagespeedlimitauto{}=*#_.\n 0123456789FBW", max_size=6))
+    mutated = text[:start] + insert + text[start + data.draw(st.integers(0, 8)):]
+    try:
+        for spec in schedc.parse(mutated, "fuzz.sched"):
+            if spec.ranks * spec.microbatches <= 64:
+                schedc.compile(spec)
+    except SchedError as error:
+        assert "error:" in render_error(error, SourceFile("fuzz.sched", mutated))
