@@ -75,22 +75,34 @@ def _json_problem(args, ranks: int, speeds: str | None) -> PartitionProblem:
 
 
 def _sched_problem(args, ranks: int | None, speeds: str | None) -> PartitionProblem:
+    """The file's problem, with what the command line changes (ranks, microbatches, family,
+    speeds, limit, pins)."""
     _source, specs = _load(args.file, resolve=False)
     [spec] = _select(specs, args.pipeline, single=True)
     problem = problem_of_spec(spec)
     if ranks is not None or args.microbatches or args.schedule or args.chunks:
-        template = family_spec(args.schedule or spec.schedule, ranks or spec.ranks,
-                               args.microbatches or spec.microbatches, args.chunks, spec.name)
+        family = args.schedule or spec.schedule
+        chunks = args.chunks or (spec.chunks if family == spec.schedule else None)
+        template = family_spec(family, ranks or spec.ranks, args.microbatches or spec.microbatches,
+                               chunks, spec.name)
         problem = replace(problem, spec=replace(template, source=spec.source))
-    ranks = problem.spec.ranks
-    if speeds or len(problem.devices.speeds) != ranks:
-        given = _speeds(speeds, ranks) if speeds else (problem.devices.speeds[:ranks] if len(problem.devices.speeds) >= ranks else (1.0,) * ranks)
-        problem = replace(problem, devices=Devices(given, (problem.devices.limits[0],) * ranks))
-    if args.limit is not None:
-        problem = replace(problem, devices=Devices(problem.devices.speeds, (args.limit,) * ranks))
-    pins = _pins(problem.model, args.pin)
-    return replace(problem, pins=tuple(sorted(set(problem.pins) | set(pins))),
+    devices = _devices_for(problem.devices, problem.spec.ranks, speeds, args.limit)
+    pins = set(problem.pins) | set(_pins(problem.model, args.pin))
+    return replace(problem, devices=devices, pins=tuple(sorted(pins)),
                    min_layers=args.min_layers or problem.min_layers)
+
+
+def _devices_for(devices: Devices, ranks: int, speeds: str | None, limit: float | None) -> Devices:
+    """The file's devices on `ranks` ranks: --speeds and --limit replace the file's; a rank count
+    that differs keeps the first ranks' speeds (new ranks at speed 1) and the first rank's limit."""
+    if len(devices.speeds) != ranks:
+        kept = devices.speeds[:ranks] + (1.0,) * max(0, ranks - len(devices.speeds))
+        devices = Devices(kept, (devices.limits[0],) * ranks, devices.span)
+    if speeds:
+        devices = Devices(_speeds(speeds, ranks), devices.limits, devices.span)
+    if limit is not None:
+        devices = Devices(devices.speeds, (limit,) * ranks, devices.span)
+    return devices
 
 
 def _problem(args, ranks, speeds) -> PartitionProblem:
