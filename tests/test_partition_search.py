@@ -7,7 +7,7 @@ import pytest
 
 from schedc.balance.partition_problem import (PartitionProblem, family_spec, rank_params,
                                               split_spec)
-from schedc.balance.partition_search import Evaluator, choose_split
+from schedc.balance.partition_search import Evaluator, _Search, choose_split
 from schedc.errors import SchedError
 from schedc.lang.layers import Devices
 from schedc.simulate import simulate
@@ -53,6 +53,22 @@ def test_fast_resimulation_equals_the_reference_simulator(family):
         assert got.makespan == pytest.approx(timeline.makespan)
         want = [r.peak_activations + p for r, p in zip(timeline.ranks, rank_params(problem, bounds))]
         assert list(got.memory) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_lower_bound_the_search_uses_holds_on_every_split(family):
+    """The cuts are sound: on every split of a small case, each bound the search computes on the
+    way to it is at most the split's simulated makespan."""
+    rng = random.Random(family)
+    layers, ranks = 8, 4 if family == "dualpipe" else RANKS.get(family, 3)
+    speeds = None if family == "dualpipe" else [2.0] + [1.0] * (ranks - 1)  # DualPipe: equal only
+    problem = _problem(family, [rng.choice([1, 2, 3, 5]) for _ in range(layers)], ranks=ranks,
+                       microbatches=8, speeds=speeds)
+    ev = Evaluator(problem)
+    search = _Search(problem, ev, budget=10)
+    for bounds in all_bounds(layers, problem.num_stages):
+        makespan = ev.evaluate(bounds).makespan
+        assert max(search.bounds_along(bounds)) <= makespan + 1e-9, bounds
 
 
 @pytest.mark.parametrize("seed", range(12))

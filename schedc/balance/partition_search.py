@@ -112,7 +112,6 @@ class _Search:
                                       problem.min_layers, problem.pins, carry=self.chain_step)
         self.rank_stages = [[t for _d, t in problem.spec.stages_of(r)] for r in range(problem.spec.ranks)]
         self.rank_of = [problem.spec.rank_of(0, s) for s in range(problem.num_stages)]
-        self.replicas = [problem.spec.directions] * problem.num_stages
 
     def stage_time(self, s: int, i: int, j: int) -> float:
         return (self.t_prefix[j] - self.t_prefix[i]) / self.speeds[s]
@@ -165,8 +164,8 @@ class _Search:
     def _rank_bound(self, s: int, heads: list[float]) -> float:
         """Each rank's work on the stages assigned so far, after the chain reaches it."""
         best = 0.0
-        for r, stages in enumerate(self.rank_stages):
-            first = stages[0]
+        for stages in self.rank_stages:
+            first = min(stages)
             if first >= s:
                 continue
             work = sum(self.stage_work[t] for t in stages if t < s)
@@ -190,13 +189,26 @@ class _Search:
             if self.best is not None and self._round_trip(s, i, j, heads, tails) > self.best.makespan + _TOL:
                 continue
             speed = self.speeds[s]
-            self.stage_work[s] = self.replicas[s] * self.rank_work(s, i, j)
+            self.stage_work[s] = self.rank_work(s, i, j)  # per replica: a rank lists each one it holds
             bounds.append(j)
             heads.append(heads[-1] + (self.f_prefix[j] - self.f_prefix[i]) / speed)
             tails.append(tails[-1] + (self.b_prefix[j] - self.b_prefix[i]) / speed)
             self._extend(s + 1, j, bounds, heads, tails, max(slowest, self.stage_time(s, i, j)))
             for stack in (bounds, heads, tails):
                 stack.pop()
+
+    def bounds_along(self, bounds: Bounds) -> list[float]:
+        """Every lower bound the search would compute on the way to this complete split (each
+        must be at most its simulated makespan; a test checks that on every small split)."""
+        heads, tails, found = [0.0], [0.0], []
+        for s, (i, j) in enumerate(zip(bounds, bounds[1:])):
+            found.append(self._bound(s, i, heads, tails))
+            found.append(self._round_trip(s, i, j, heads, tails))
+            self.stage_work[s] = self.rank_work(s, i, j)
+            heads.append(heads[-1] + (self.f_prefix[j] - self.f_prefix[i]) / self.speeds[s])
+            tails.append(tails[-1] + (self.b_prefix[j] - self.b_prefix[i]) / self.speeds[s])
+        found.append(self._rank_bound(len(bounds) - 1, heads))
+        return found
 
     def _round_trip(self, s: int, i: int, j: int, heads: list[float], tails: list[float]) -> float:
         """Stage s's backwards all start after its first microbatch has gone down the rest of
