@@ -58,3 +58,19 @@ def test_the_ranks_run_check_passes_for_a_model_given_as_layers():
                                       extra=("--check", "--device", "cpu", "--timeout", "60"))
     assert codes == [0, 0], outputs
     assert "PASS" in outputs[0]
+
+
+def test_profiled_layers_are_a_description_the_partitioner_reads():
+    """`schedc run --profile` on a build_layers() model writes the JSON layer description."""
+    import json
+
+    from schedc.backends.torch.layers import profile_layers
+    from schedc.balance.layers_json import read_layers_json
+
+    model = load_model(str(MODEL))
+    rows = profile_layers(model, torch.float64, repeats=2)
+    described = read_layers_json(json.dumps(rows), "profiled.json")
+    assert described.names == tuple(name for name, _m in model.build_layers())
+    assert all(x.forward > 0 and 0 <= x.weight <= x.backward for x in described.layers)
+    assert all(x.params > 0 for x in described.layers)  # every layer has a Linear
+    assert described.layers[1].activation > 0  # a block saves its input (and Tanh its output)

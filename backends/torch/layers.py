@@ -64,3 +64,50 @@ def stage_builder(model, spec: PipelineSpec) -> Callable[[int], list[torch.nn.Mo
                                      "describe the layers in the pipeline (`stages = auto` with a "
                                      "layers block) to group them into stages", spec.source.pipeline)])
     return model.build_stages
+
+
+def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
+    """The model's layers measured one by one, as the JSON layer description `schedc partition`
+    reads: median milliseconds of F, B (full) and W, and in MiB the parameters and the
+    activations a forward leaves saved for its backward (parameters excluded)."""
+    from .measure import profile_stages
+
+    layers = named_layers(model)
+    modules = [m.to(dtype) for m in layers.values()]
+
+    class AsStages:  # profile_stages measures "stages": here every layer is one
+        loss_fn, make_batch = staticmethod(model.loss_fn), staticmethod(model.make_batch)
+
+        @staticmethod
+        def build_stages(_num_stages):
+            return modules
+
+    times = profile_stages(AsStages, len(modules), dtype, repeats)
+    x = model.make_batch(1)[0][0].to(dtype)
+    saved = _saved_mib(modules, x)
+    return [{"name": name, "F": round(t["F"], 4), "B": round(t["B"], 4), "W": round(t["W"], 4),
+             "activation": round(held, 4), "params": round(_params_mib(module), 4)}
+            for name, module, t, held in zip(layers, modules, times, saved)]
+
+
+def _params_mib(module: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2 ** 20
+
+
+def _saved_mib(modules: list[torch.nn.Module], x: torch.Tensor) -> list[float]:
+    """Per module: MiB of the tensors its forward saves for the backward, parameters excluded."""
+    held = []
+    for module in modules:
+        weights = {p.data_ptr() for p in module.parameters()}
+        total = 0
+
+        def pack(tensor, weights=weights):
+            nonlocal total
+            if tensor.data_ptr() not in weights:
+                total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            x = module(x.detach().requires_grad_(True))
+        held.append(total / 2 ** 20)
+    return held

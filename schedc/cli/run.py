@@ -13,6 +13,7 @@ This module imports torch only inside the functions that need it.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,13 @@ def _profile(spec: PipelineSpec, args) -> int:
     from ..backends.torch.measure import format_cost_block, profile_stages
 
     model = load_model(args.model)
+    if hasattr(model, "build_layers"):  # measured per layer: a description `schedc partition` reads
+        from ..backends.torch.layers import profile_layers
+
+        print(f"schedc: per-layer costs of {args.model} ({args.dtype}, this machine; ms and MiB)",
+              file=sys.stderr)
+        print(json.dumps(profile_layers(model, getattr(torch, args.dtype)), indent=1))
+        return 0
     rows = profile_stages(model, spec.num_stages, getattr(torch, args.dtype))
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, this machine)")
     print(format_cost_block(rows))
