@@ -56,7 +56,7 @@ def choose_split(problem: PartitionProblem, budget: int = DEFAULT_BUDGET,
     ev = evaluator or Evaluator(problem)
     choice = _Search(problem, ev, budget).run()
     if choice.best is None:
-        raise _no_split_fits(problem, ev)
+        raise _no_split_fits(problem, ev, choice)
     return choice
 
 
@@ -76,16 +76,21 @@ def smallest_memory(problem: PartitionProblem, ev: Evaluator) -> tuple[float, bo
     return table[0][0], spec.chunks == 1 and spec.directions == 1
 
 
-def _no_split_fits(problem: PartitionProblem, ev: Evaluator) -> SchedError:
+def _no_split_fits(problem: PartitionProblem, ev: Evaluator, choice: SplitChoice) -> SchedError:
     value, exact = smallest_memory(problem, ev)
     limits = [x for x in problem.devices.limits if x is not None]
     limit = f"{min(limits):g}" if len(set(limits)) == 1 else "the per-rank limits"
-    what = "the smallest any split reaches is" if exact else "every split needs at least"
+    if not choice.exact:
+        why = (f"none of the {choice.evaluated} splits simulated fits (the search stopped at its "
+               "budget); raise the budget or the limit")
+    else:
+        what = "the smallest any split reaches is" if exact else "every split needs at least"
+        why = (f"{what} {value:g} on some rank (parameters plus the activations the schedule "
+               "holds); raise the limit, use more ranks, or choose a schedule that holds fewer "
+               "activations")
     return SchedError([Diagnostic(
-        f"no split of the {len(problem.model)} layers into {problem.num_stages} stages fits "
-        f"the memory limit of {limit} under {problem.spec.schedule}: {what} {value:g} on some rank "
-        "(parameters plus the activations the schedule holds); raise the limit, use more ranks, "
-        "or choose a schedule that holds fewer activations", problem.where or problem.model.span)])
+        f"no split of the {len(problem.model)} layers into {problem.num_stages} stages fits the "
+        f"memory limit of {limit} under {problem.spec.schedule}: {why}", problem.where or problem.model.span)])
 
 
 class _Search:
