@@ -12,7 +12,8 @@ in stage order, scored by the simulator:
   remaining stage (the exact min-max table of the remaining layers), plus, without a split
   backward, the backward chain back to the first stage; with one stage per rank, the exact
   fill-time table (the chain to each stage plus its microbatches' work); each stage's round trip
-  before its first backward; each rank's work on the stages assigned so far;
+  before its first backward; each rank's work on the stages assigned so far; the water level of
+  the remaining work poured onto the ranks holding the remaining stages;
 - the incumbent starts as the min-max bottleneck split, so the search only ever improves on it;
   hill-climbing from it (and, where a rank holds several stages and the bounds cut little, from
   rank-balanced seeds and seeded random kicks) finds a good incumbent early.
@@ -117,6 +118,8 @@ class _Search:
                                       problem.min_layers, problem.pins, carry=self.chain_step)
         self.rank_stages = [[t for _d, t in problem.spec.stages_of(r)] for r in range(problem.spec.ranks)]
         self.rank_of = [problem.spec.rank_of(0, s) for s in range(problem.num_stages)]
+        self.rank_speed = list(problem.devices.speeds)
+        self.replicas = problem.spec.directions
 
     def stage_time(self, s: int, i: int, j: int) -> float:
         return (self.t_prefix[j] - self.t_prefix[i]) / self.speeds[s]
@@ -134,6 +137,8 @@ class _Search:
         lower = self.mpd * self.table[0][0] if self.table[0][0] < INF else INF
         if self.chain is not None:
             lower = max(lower, self.chain[0][0])
+        if lower < INF:
+            lower = max(lower, self._rank_bound(0, [0.0], 0))  # all the work poured onto the ranks
         start = lexmin_split(self.table, n, self.stage_time, self.ev.stage_fits,
                              problem.min_layers, problem.pins)
         minmax = self.ev.evaluate(start) if start else None
@@ -164,18 +169,25 @@ class _Search:
         bound = heads[h] + self.mpd * self.table[s][i] + tail
         if self.chain is not None:
             bound = max(bound, heads[s] + (0.0 if self.split else tails[s]) + self.chain[s][i])
-        return max(bound, self._rank_bound(s, heads))
+        return max(bound, self._rank_bound(s, heads, i))
 
-    def _rank_bound(self, s: int, heads: list[float]) -> float:
-        """Each rank's work on the stages assigned so far, after the chain reaches it."""
-        best = 0.0
-        for stages in self.rank_stages:
+    def _rank_bound(self, s: int, heads: list[float], i: int | None = None) -> float:
+        """Each rank's work on the stages assigned so far, after the chain reaches it; with `i`,
+        also the water level: the remaining layers' work (every replica, every microbatch) poured
+        onto the ranks that hold the remaining stages, each at its speed, from where each stands."""
+        best, levels = 0.0, []
+        for r, stages in enumerate(self.rank_stages):
             first = min(stages)
-            if first >= s:
-                continue
-            work = sum(self.stage_work[t] for t in stages if t < s)
-            best = max(best, heads[first] + work)
-        return best
+            start = heads[min(first, s)]  # a rank whose first stage is still open starts later
+            stands = start + sum(self.stage_work[t] for t in stages if t < s)
+            if first < s:
+                best = max(best, stands)
+            if i is not None and any(t >= s for t in stages):
+                levels.append((stands, self.rank_speed[r]))
+        if i is None or not levels:
+            return best
+        work = self.replicas * self.mpd * (self.t_prefix[-1] - self.t_prefix[i])
+        return max(best, _water_level(levels, work))
 
     def _extend(self, s: int, i: int, bounds: list[int], heads: list[float], tails: list[float],
                 slowest: float = 0.0) -> None:
@@ -317,6 +329,20 @@ class _Search:
         if result.fits and (self.best is None or result.key() < self.best.key()):
             self.best = result
         return result
+
+
+def _water_level(levels: list[tuple[float, float]], work: float) -> float:
+    """The least L with sum over (stands, speed) of speed x max(0, L - stands) >= work: no way
+    of sharing `work` among these ranks ends them all before L."""
+    levels = sorted(levels)
+    rate, poured = 0.0, 0.0
+    for k, (stands, speed) in enumerate(levels):
+        rate += speed
+        nxt = levels[k + 1][0] if k + 1 < len(levels) else float("inf")
+        if poured + rate * (nxt - stands) >= work:
+            return stands + (work - poured) / rate
+        poured += rate * (nxt - stands)
+    return levels[-1][0]
 
 
 def _first_stage_ahead(spec) -> list[int]:
