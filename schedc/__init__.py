@@ -26,8 +26,14 @@ __version__ = "0.1.0"
 
 
 def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
-    """Parse and check .sched text; one `PipelineSpec` per `pipeline` block."""
-    return [check_pipeline(p) for p in parse_program(text, file).pipelines]
+    """Parse and check .sched text; one `PipelineSpec` per `pipeline` block. A pipeline with
+    `stages = auto` gets the split of its layers that the partitioner chooses."""
+    specs = [check_pipeline(p) for p in parse_program(text, file).pipelines]
+    if not any(s.layers is not None for s in specs):
+        return specs
+    from .balance.partition_stages import resolve_stages  # only pipelines with layers need it
+
+    return [resolve_stages(s) for s in specs]
 
 
 def load(path: str | Path) -> list[PipelineSpec]:

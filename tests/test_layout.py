@@ -37,7 +37,7 @@ ALLOWED = {
     "interop": GROUND | {"lang", "schedules", "passes", "check", "simulate", "compiler"},
     "backends": GROUND | {"lang", "schedules", "passes", "check", "simulate", "compiler", "interop",
                           "balance", "search", "viz"},
-    "__init__": GROUND | {"lang", "compiler", "simulate"},
+    "__init__": GROUND | {"lang", "compiler", "simulate", "balance"},  # balance: stages = auto
     "cli": None,  # the top floor: anything
     "__main__": {"cli"},
 }

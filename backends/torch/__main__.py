@@ -22,6 +22,7 @@ from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
+from .layers import stage_builder
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
@@ -30,13 +31,15 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
 def load_model(path: str):
-    """The user's model file as a module (build_stages, loss_fn, make_batch)."""
+    """The user's model file as a module (build_stages or build_layers, loss_fn, make_batch)."""
     spec = importlib.util.spec_from_file_location("schedc_user_model", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"schedc: error: cannot load the model file '{path}'")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    missing = [n for n in ("build_stages", "loss_fn", "make_batch") if not hasattr(module, n)]
+    missing = [n for n in ("loss_fn", "make_batch") if not hasattr(module, n)]
+    if not hasattr(module, "build_stages") and not hasattr(module, "build_layers"):
+        missing.insert(0, "build_stages (or build_layers)")
     if missing:
         raise SystemExit(f"schedc: error: the model file '{path}' does not define {', '.join(missing)}")
     return module
@@ -47,11 +50,26 @@ def compile_file(path: str, pipeline: str | None):
     try:
         specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
         spec = next(s for s in specs if pipeline in (None, s.name))
+        if spec.layers is not None:  # stages = auto: every rank chooses the same split
+            from ...balance.partition_stages import resolve_stages
+            spec = resolve_stages(spec)
         return compile_spec(spec)
     except SchedError as error:
         raise SystemExit(render_error(error, SourceFile(path, text))) from None
     except StopIteration:
         raise SystemExit(f"schedc: error: no pipeline named '{pipeline}' in {path}") from None
+
+
+def model_stages(model, spec, path: str):
+    """The model file's stage builder (its build_stages, or build_layers grouped by the split);
+    a located error when the two disagree, before any process group starts."""
+    try:
+        build = stage_builder(model, spec)
+        if spec.layers is not None:
+            build(spec.num_stages)  # a missing layer name fails here, at the layer's place
+        return build
+    except SchedError as error:
+        raise SystemExit(render_error(error, SourceFile(path, open(path, encoding="utf-8").read()))) from None
 
 
 def pick_devices(device_kind: str | None, comm: str | None, rank: int) -> tuple[torch.device, str]:
@@ -84,7 +102,7 @@ def same_plan_everywhere(digest: str, world: int, device) -> bool:
 
 def reference(model, spec, dtype, inputs, targets):
     """Gradients per stage and losses per microbatch of the plain single-process run."""
-    stages = [m.to(dtype) for m in model.build_stages(spec.num_stages)]
+    stages = [m.to(dtype) for m in stage_builder(model, spec)(spec.num_stages)]
     losses = []
     for x, y in zip(inputs, targets):
         out = x
@@ -147,6 +165,8 @@ def main(argv=None) -> int:
     spec, plan = compiled.spec, compiled.plan
     if world != spec.ranks:
         raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
+    model = load_model(args.model)
+    build = model_stages(model, spec, args.file)
     device, comm = pick_devices(args.device, args.comm, rank)
     comm_device = device if comm == "nccl" else torch.device("cpu")
     dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
@@ -154,8 +174,7 @@ def main(argv=None) -> int:
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
-    model = load_model(args.model)
-    runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
+    runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in build(n)],
                             model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
                             comm_device=comm_device)
     runner.synchronize_records = bool(args.trace)

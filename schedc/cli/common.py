@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..compiler import compile_spec
+from ..compiler import compile_spec, with_family
 from ..errors import Diagnostic, SchedError, SourceFile, render_error
 from ..simulate import simulate
 from ..lang.spec import FAMILIES, PipelineSpec, check_pipeline
@@ -16,7 +16,8 @@ class UsageError(Exception):
     """A problem with the command line or the files it names (not with .sched text)."""
 
 
-def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
+def _load(path: str, resolve: bool = True) -> tuple[SourceFile, list[PipelineSpec]]:
+    """The file's checked pipelines; with `resolve`, `stages = auto` ones get their chosen split."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -24,6 +25,8 @@ def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
     source = SourceFile(path, text)
     try:
         specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+        if resolve:
+            specs = [resolve_stages(s) for s in specs]
     except SchedError as error:
         error.source = source
         raise
@@ -82,6 +85,22 @@ def _families(text: str) -> list[str]:
     if unknown:
         raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     return families
+
+
+def resolve_stages(spec: PipelineSpec) -> PipelineSpec:
+    """A `stages = auto` pipeline with the split the partitioner chooses (others unchanged; the
+    partitioner is imported only when a pipeline has layers)."""
+    if spec.layers is None:
+        return spec
+    from ..balance.partition_stages import resolve_stages as choose
+
+    return choose(spec)
+
+
+def family_of(spec: PipelineSpec, family: str) -> PipelineSpec:
+    """The same pipeline under another family (`with_family`); `stages = auto` pipelines get the
+    split chosen for that family."""
+    return resolve_stages(with_family(spec, family))
 
 
 def _compiled_timeline(spec: PipelineSpec):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..compiler import Compiled, compile_spec, with_family
+from ..compiler import Compiled, compile_spec
 from ..errors import SchedError
 from ..ir import format_plan_text, plan_to_json
 from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
@@ -13,7 +13,7 @@ from ..lang.writer import format_pipeline
 from ..schedules.closed_forms import closed_form, parameter_copies
 from ..simulate import Timeline, simulate
 from ..viz.grid import format_grid
-from .common import _families, _load, _select, _write, print_error
+from .common import _families, _load, family_of, _select, _write, print_error
 
 
 def _header(spec: PipelineSpec, many: bool) -> str:
@@ -111,7 +111,7 @@ def cmd_compare(args) -> int:
     rows, skipped = [], []
     for family in families:
         try:
-            rows.append(_compare_row(with_family(spec, family)))
+            rows.append(_compare_row(family_of(spec, family)))
         except SchedError as error:
             skipped.append((family, error.diagnostics[0].message))
     if args.json:

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..compiler import compile_spec, with_family
-from .common import UsageError, _compiled_timeline, _families, _load, _output_format, _select, _write
+from ..compiler import compile_spec
+from .common import UsageError, _compiled_timeline, _families, _load, family_of, _output_format, _select, _write
 
 
 def cmd_viz(args) -> int:
@@ -19,7 +19,7 @@ def cmd_viz(args) -> int:
     [spec] = _select(specs, args.pipeline, single=True)
     if args.compare:
         families = _families(args.compare)
-        panels = [Panel(c.spec, t) for c, t in (_compiled_timeline(with_family(spec, f)) for f in families)]
+        panels = [Panel(c.spec, t) for c, t in (_compiled_timeline(family_of(spec, f)) for f in families)]
     else:
         compiled, timeline = _compiled_timeline(spec)
         panels = [Panel(compiled.spec, timeline)]

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import SchedError
-from . import balance, core, draw, interop, run
+from . import balance, core, draw, interop, partition, run
 from .common import UsageError, print_error
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "training schedules (.sched files).")
     parser.add_argument("--version", action="version", version=f"schedc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (core, draw, interop, run, balance):
+    for commands in (core, draw, interop, run, balance, partition):
         commands.register(sub)
     return parser
 

@@ -13,6 +13,7 @@ This module imports torch only inside the functions that need it.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def cmd_run(args) -> int:
     problem = None if args.profile else device_problem(nproc, args.device, args.comm)
     if problem:
         raise UsageError(problem)
+    if spec.layers is not None:
+        _check_layers(spec, args.model)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -52,6 +55,15 @@ def cmd_run(args) -> int:
     return run_torchrun(command)
 
 
+def _check_layers(spec: PipelineSpec, model_path: str) -> None:
+    """The model file defines every layer the pipeline's layers block names (a located error
+    here, once, instead of one per rank)."""
+    from ..backends.torch.__main__ import load_model
+    from ..backends.torch.layers import stage_builder
+
+    stage_builder(load_model(model_path), spec)(spec.num_stages)
+
+
 def _profile(spec: PipelineSpec, args) -> int:
     import torch
 
@@ -59,6 +71,13 @@ def _profile(spec: PipelineSpec, args) -> int:
     from ..backends.torch.measure import format_cost_block, profile_stages
 
     model = load_model(args.model)
+    if hasattr(model, "build_layers"):  # measured per layer: a description `schedc partition` reads
+        from ..backends.torch.layers import profile_layers
+
+        print(f"schedc: per-layer costs of {args.model} ({args.dtype}, this machine; ms and MiB)",
+              file=sys.stderr)
+        print(json.dumps(profile_layers(model, getattr(torch, args.dtype)), indent=1))
+        return 0
     rows = profile_stages(model, spec.num_stages, getattr(torch, args.dtype))
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, this machine)")
     print(format_cost_block(rows))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import Diagnostic, Note, SchedError, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
+from .layers import LayeredStages
 from .syntax import Block, OrderItem, PipelineAST, Setting
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
@@ -83,6 +84,7 @@ class PipelineSpec:
     memory_limit: float | None = None
     order: tuple[tuple[Instr, ...], ...] | None = None
     source: SpecSource = field(default=SpecSource(), compare=False, hash=False)
+    layers: LayeredStages | None = None  # stages = auto: the layers the stages are cut from
 
     @property
     def num_stages(self) -> int:
@@ -139,7 +141,8 @@ def spec_to_json(spec: PipelineSpec) -> dict:
 
 # ---- checking an AST into a spec --------------------------------------------------------------
 
-_TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap")
+_TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap",
+             "stages", "min_stage_layers")
 _COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
 _MEMORY_KEYS = ("activation", "limit")
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
@@ -326,6 +329,9 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     if placement == "bidirectional" and microbatches % 2:
         raise _err(f"a bidirectional pipeline splits its microbatches between two directions, so "
                    f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
+    if ast.layers or "stages" in settings:
+        from .layers_check import with_layers
+        spec = with_layers(spec, ast, settings)
     return _with_order(spec, ast) if ast.orders else spec
 
 

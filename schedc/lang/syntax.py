@@ -75,6 +75,26 @@ class OrderBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerItem:
+    """`name * repeat { F = 1 ... }` inside a `layers` block (repeat 1 when not written)."""
+
+    name: str
+    name_span: Span
+    repeat: int
+    repeat_span: Span | None
+    settings: tuple[Setting, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LayersBlock:
+    """`layers { ... }`: the model's layers in order."""
+
+    items: tuple[LayerItem, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineAST:
     """One `pipeline NAME { ... }` as written, before any checking."""
 
@@ -84,6 +104,7 @@ class PipelineAST:
     blocks: tuple[Block, ...]
     orders: tuple[OrderBlock, ...]
     span: Span
+    layers: tuple[LayersBlock, ...] = ()  # `devices { }` is a Block of kind "devices"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +194,23 @@ class _Builder(Transformer):
     def order_block(self, children):
         return ("order", tuple(children))
 
+    def devices_block(self, children):
+        return ("devices", children)
+
+    device_rank = _override
+
+    def layers_block(self, children):
+        return ("layers", tuple(children))
+
+    def layer_item(self, children, meta=None):
+        name, *rest = children
+        repeat = rest[0] if rest and isinstance(rest[0], Token) else None
+        settings = tuple(c for c in rest if isinstance(c, Setting))
+        last = settings[-1].span if settings else self._span(repeat or name)
+        span = Span(self.file, name.line, name.column, last.end_line, last.end_col)
+        return LayerItem(str(name), self._span(name), int(repeat) if repeat else 1,
+                         self._span(repeat) if repeat else None, settings, span)
+
     def _item(self, instr: Instr, first: Token, last: Token) -> OrderItem:
         return OrderItem(instr, Span(self.file, first.line, first.column, last.end_line, last.end_column))
 
@@ -196,17 +234,19 @@ class _Builder(Transformer):
 def _pipeline_from_tree(builder: _Builder, tree: lark.Tree) -> PipelineAST:
     name_token, *statements = tree.children
     built = [builder.transform(s) if isinstance(s, lark.Tree) else s for s in statements]
-    settings, blocks, orders = [], [], []
+    settings, blocks, orders, layers = [], [], [], []
     for stmt, raw in zip(built, statements):
         if isinstance(stmt, Setting):
             settings.append(stmt)
         elif stmt[0] == "order":
             orders.append(OrderBlock(stmt[1], builder._span(raw.meta)))
+        elif stmt[0] == "layers":
+            layers.append(LayersBlock(stmt[1], builder._span(raw.meta)))
         else:
             blocks.append(builder._block(stmt[0], stmt[1], raw.meta))
     return PipelineAST(
         str(name_token), builder._span(name_token), tuple(settings), tuple(blocks), tuple(orders),
-        builder._span(tree.meta),
+        builder._span(tree.meta), tuple(layers),
     )
 
 
@@ -237,7 +277,8 @@ _TERMINAL_NAMES = {
     "COMPUTE": "an op such as F0.3", "COMM": "a send/receive such as SEND_F0.3@1",
     "GRAD_SUM": "GRAD_SUM@peer", "FB_KEY": "'F&B'", "PIPELINE": "'pipeline'",
     "COST": "'cost'", "MEMORY": "'memory'", "ORDER": "'order'", "STAGE": "'stage'",
-    "RANK": "'rank'", "$END": "the end of the file",
+    "RANK": "'rank'", "LAYERS": "'layers'", "DEVICES": "'devices'", "STAR": "'*'",
+    "$END": "the end of the file",
 }
 
 # Common mistakes, each with bad examples; the parser state of a failure is matched against them

@@ -1,0 +1,86 @@
+"""A fast re-simulation of one fixed plan under many stage costs (the partitioner's inner loop).
+
+A family's plan does not depend on costs, so everything but the arithmetic is done once: the
+compute instructions in a topological order of (rank order + data dependencies), each one's
+predecessors with their transfer delay, each one's cost as a sum of per-stage terms, and each
+rank's activation profile as the distinct "microbatches held per stage" vectors along its list.
+Per split the cost is one pass over flat lists. It is the reference simulator
+(`schedc.simulate`) restated; tests/test_partition_search.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..dag import kahn_order, ops_of
+from ..ir import OpKind
+from ..simulate import _predecessors
+from ..lang.spec import StageCost
+
+_FIELD = {OpKind.F: 0, OpKind.B: 1, OpKind.I: 2, OpKind.W: 3}
+
+
+class FastPlan:
+    """One compiled plan, ready to be re-timed: `makespan(costs)` and `peaks(activations)`.
+
+    Shapes: `costs` is one StageCost per stage; `activations` one float per stage;
+    `peaks` returns one float per rank.
+    """
+
+    def __init__(self, compiled):
+        spec, dag, plan = compiled.spec, compiled.dag, compiled.plan
+        split = spec.split_backward
+        nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
+        owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], split)}
+        preds = _predecessors(spec, dag, plan, nodes, owner)
+        successors: list[list[int]] = [[] for _ in nodes]
+        for n, ps in enumerate(preds):
+            for p, _delay in ps:
+                successors[p].append(n)
+        order, stuck = kahn_order(len(nodes), successors)
+        if stuck:
+            raise ValueError("the plan deadlocks")
+        self.order = order
+        self.preds = preds
+        self.terms = [self._terms(plan.ranks[r][i]) for r, i in nodes]
+        self.profiles = [self._profile(spec, [x for x in row if x.is_compute]) for row in plan.ranks]
+
+    @staticmethod
+    def _terms(instr) -> tuple[tuple[int, int], ...]:
+        parts = instr.parts if instr.kind is OpKind.OVERLAP else (instr,)
+        return tuple((_FIELD[p.kind], p.stage) for p in parts)
+
+    @staticmethod
+    def _profile(spec, row) -> list[tuple[tuple[int, float], ...]]:
+        """The distinct vectors of microbatches held per stage while each instruction runs."""
+        held: Counter = Counter()
+        release = OpKind.W if spec.split_backward else OpKind.B
+        seen = set()
+        for instr in row:
+            ops = ops_of(instr, spec.split_backward)
+            for op in ops:
+                if op.kind is OpKind.F:
+                    held[op.stage] += 1
+            seen.add(tuple(sorted((s, c) for s, c in held.items() if c)))
+            for op in ops:
+                if op.kind is release:
+                    held[op.stage] -= 1
+        return [v for v in seen if v]
+
+    def makespan(self, costs: tuple[StageCost, ...]) -> float:
+        table = [(c.forward, c.backward, c.backward - c.weight, c.weight) for c in costs]
+        cost = [sum(table[s][f] for f, s in terms) for terms in self.terms]
+        end = [0.0] * len(cost)
+        preds = self.preds
+        for n in self.order:
+            start = 0.0
+            for p, delay in preds[n]:
+                ready = end[p] + delay
+                if ready > start:
+                    start = ready
+            end[n] = start + cost[n]
+        return max(end, default=0.0)
+
+    def peaks(self, activations: tuple[float, ...]) -> list[float]:
+        return [max((sum(activations[s] * c for s, c in v) for v in profile), default=0.0)
+                for profile in self.profiles]
