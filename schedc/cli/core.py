@@ -11,6 +11,7 @@ from ..ir import format_plan_text, plan_to_json
 from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
 from ..lang.writer import format_pipeline
 from ..schedules.closed_forms import closed_form, parameter_copies
+from ..search.bound import lower_bound
 from ..simulate import Timeline, simulate
 from ..viz.grid import format_grid
 from .common import _families, _load, _select, _write, print_error
@@ -48,10 +49,11 @@ def _format_compiled(compiled: Compiled, args) -> str:
     return format_plan_text(compiled.plan)
 
 
-def _timeline_table(spec: PipelineSpec, timeline: Timeline) -> str:
+def _timeline_table(spec: PipelineSpec, timeline: Timeline, bound) -> str:
     lines = [f"pipeline {spec.name}: {spec.schedule}, {spec.ranks} ranks, {spec.microbatches} "
              f"microbatches, {spec.num_stages * spec.directions} stage replicas",
              f"makespan      {timeline.makespan:g}",
+             f"lower bound   {bound.value:g} ({bound.source}); gap {bound.gap(timeline.makespan):.2%}",
              f"bubble        {timeline.bubble:g} (largest idle time of a rank)",
              f"bubble ratio  {timeline.bubble_ratio:.4f} (idle / (ranks x makespan))",
              "", f"{'rank':>4} {'busy':>10} {'idle':>10} {'peak activations':>17}"]
@@ -69,11 +71,14 @@ def cmd_simulate(args) -> int:
     for spec in specs:
         compiled = compile_spec(spec)
         timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+        bound = lower_bound(compiled.spec)
         if args.json:
-            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json()}
+            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json(),
+                   "lower_bound": bound.value, "lower_bound_source": bound.source,
+                   "gap": bound.gap(timeline.makespan)}
             out.append(json.dumps(obj, indent=1) + "\n")
         else:
-            out.append(_timeline_table(compiled.spec, timeline))
+            out.append(_timeline_table(compiled.spec, timeline, bound))
     sys.stdout.write("\n".join(out))
     return 0
 
@@ -169,6 +174,6 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="the same pipeline under several families, side by side")
     p.add_argument("file")
     p.add_argument("--pipeline")
-    p.add_argument("--schedules", help=f"comma-separated families (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--schedules", help=f"comma-separated families, or search and optimal (default: all of {','.join(FAMILIES)})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

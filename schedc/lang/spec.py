@@ -15,15 +15,19 @@ from ..ir import BACKWARD, COMPUTE, Instr, OpKind
 from .syntax import Block, OrderItem, PipelineAST, Setting
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
-SCHEDULES = FAMILIES + ("auto", "manual")
+SEARCHES = ("search", "optimal")  # found by schedc.search, not handcrafted
+SCHEDULES = FAMILIES + ("auto", "manual") + SEARCHES
 PLACEMENTS = ("linear", "interleaved", "v", "bidirectional")
+OPTIMAL_TIME = 60.0  # schedule = optimal: the solver's default time budget (seconds)
+ANY_PLACEMENT = "any"  # schedule = search/optimal/auto: try every placement
 
 # The placement each family runs on, and whether it needs the backward split into I and W.
 FAMILY_PLACEMENT = {"gpipe": "linear", "1f1b": "linear", "interleaved": "interleaved",
                     "zb-h1": "linear", "zb-h2": "linear", "zbv": "v", "dualpipe": "bidirectional",
-                    "dualpipev": "v", "manual": "linear", "auto": "linear"}
-SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev"})
-OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev"})
+                    "dualpipev": "v", "manual": "linear", "auto": "linear", "search": "linear",
+                    "optimal": "linear"}
+SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev", "search", "optimal"})
+OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev", "search"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,11 @@ class PipelineSpec:
     memory_limit: float | None = None
     order: tuple[tuple[Instr, ...], ...] | None = None
     source: SpecSource = field(default=SpecSource(), compare=False, hash=False)
+    weight_grad: tuple[float, ...] = ()  # per stage: fraction of the activation kept from I until W
+    parameters: tuple[float, ...] = ()  # per stage replica: parameter (and optimizer) memory
+    search_time: float = 3.0  # schedule = search/optimal: the time budget in seconds
+    seed: int = 0  # schedule = search: the seed of its random generator
+    placements: tuple[str, ...] = ()  # placement = any: the placements the search may choose from
 
     @property
     def num_stages(self) -> int:
@@ -134,14 +143,17 @@ def spec_to_json(spec: PipelineSpec) -> dict:
         "costs": [{"F": c.forward, "B": c.backward, "W": c.weight, "F&B": c.overlap_cost, "comm": c.comm}
                   for c in spec.costs],
         "activations": list(spec.activations), "memory_limit": spec.memory_limit,
+        **({"weight_grad": list(spec.weight_grad)} if spec.weight_grad else {}),
+        **({"parameters": list(spec.parameters)} if spec.parameters else {}),
     }
 
 
 # ---- checking an AST into a spec --------------------------------------------------------------
 
-_TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap")
+_TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap",
+             "search_time", "seed")
 _COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
-_MEMORY_KEYS = ("activation", "limit")
+_MEMORY_KEYS = ("activation", "limit", "weight_grad", "parameters")
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
@@ -260,17 +272,55 @@ def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, .
     return tuple(costs)
 
 
-def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None, Span | None]:
-    """Activation size per stage, the per-rank limit (None: no limit), and where the limit is."""
+def _memory(ast: PipelineAST, num_stages: int) -> tuple[dict, float | None, Span | None]:
+    """Per-stage memory figures (activation, weight_grad, parameters: tuples, the last two empty
+    when never set), the per-rank limit (None: no limit), and where the limit is."""
     block = _blocks(ast, "memory")
-    rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_number, {"activation": 1})
+    rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_memory_number,
+                         {"activation": 1, "weight_grad": 1, "parameters": 0})
     limit = rows[0].get("limit") if rows else None
     limit_span = next((s.span for s in block.settings if s.key == "limit"), None) if block else None
-    return tuple(row["activation"] for row in rows), limit, limit_span
+    figures = {key: tuple(row[key] for row in rows) for key in ("activation", "weight_grad", "parameters")}
+    for key, default in (("weight_grad", 1), ("parameters", 0)):
+        if all(v == default for v in figures[key]):
+            figures[key] = ()
+    return figures, limit, limit_span
+
+
+def _to_memory_number(setting: Setting) -> float:
+    value = _to_number(setting)
+    if setting.key == "weight_grad" and value > 1:
+        raise _err(f"weight_grad is the fraction of a stage's activation kept from I until W, "
+                   f"between 0 and 1; got {setting.value}", setting.value_span)
+    return value
+
+
+def _search_settings(settings: dict[str, Setting]) -> dict:
+    """`search_time` (seconds, > 0) and `seed` (a whole number) for schedule = search/optimal."""
+    out = {}
+    if "search_time" in settings:
+        setting = settings["search_time"]
+        try:
+            budget = float(setting.value)
+        except ValueError:
+            budget = float("nan")
+        if not budget > 0 or budget == float("inf"):
+            raise _err(f"search_time is the search's time budget in seconds and must be more than "
+                       f"0, got '{setting.value}'", setting.value_span)
+        out["search_time"] = budget
+    if "seed" in settings:
+        out["seed"] = _to_int(settings["seed"], minimum=0)
+    return out
 
 
 def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
     placement = FAMILY_PLACEMENT[schedule]
+    if "placement" in settings and settings["placement"].value.lower() == ANY_PLACEMENT:
+        if schedule not in SEARCHES + ("auto",):
+            raise _err(f"placement = any lets the optimizer choose the placement; it needs schedule "
+                       f"= search, optimal or auto (schedule is {schedule})",
+                       settings["placement"].value_span)
+        return "linear", 1
     if "placement" in settings:
         placement = _to_choice(settings["placement"], PLACEMENTS)
     chunks = {"linear": 1, "bidirectional": 1, "v": 2, "interleaved": 2}[placement]
@@ -318,11 +368,17 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
         split = _to_bool(settings["split_backward"])
     overlap = _to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
     num_stages = ranks * chunks
-    activations, limit, limit_span = _memory(ast, num_stages)
+    memory, limit, limit_span = _memory(ast, num_stages)
+    searching = _search_settings(settings)
+    if schedule == "optimal" and "search_time" not in searching:
+        searching["search_time"] = OPTIMAL_TIME
+    if "placement" in settings and settings["placement"].value.lower() == ANY_PLACEMENT:
+        searching["placements"] = PLACEMENTS
     spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
     source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
-                        _costs(ast, num_stages, split), activations, limit, None, source)
+                        _costs(ast, num_stages, split), memory["activation"], limit, None, source,
+                        memory["weight_grad"], memory["parameters"], **searching)
     if placement == "bidirectional" and microbatches % 2:
         raise _err(f"a bidirectional pipeline splits its microbatches between two directions, so "
                    f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
