@@ -19,7 +19,7 @@ from schedc.search.listsched import MODES, list_schedule
 from schedc.search.local import family_seeds, to_instrs, to_plan_rows
 from schedc.search.problem import build_problem
 from schedc.simulate import simulate
-from schedc.spec import FAMILIES, FAMILY_PLACEMENT, PipelineSpec, StageCost
+from schedc.lang.spec import FAMILIES, FAMILY_PLACEMENT, PipelineSpec, StageCost
 
 QUICK = 0.2  # seconds of search per case: the grid stays fast
 
@@ -191,7 +191,7 @@ def test_simulate_json_reports_lower_bound_and_gap(capsys, tmp_path):
 
 
 def test_searched_plan_round_trips_as_a_hand_written_order():
-    from schedc.writer import format_pipeline
+    from schedc.lang.writer import format_pipeline
     compiled = compile_spec(pipeline("v", 2, 4, (1, 2, 1)))
     [again] = schedc.parse(format_pipeline(compiled.spec, compiled.plan.ranks), "again.sched")
     assert compile_spec(again).plan == compiled.plan
