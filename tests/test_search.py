@@ -195,3 +195,75 @@ def test_searched_plan_round_trips_as_a_hand_written_order():
     compiled = compile_spec(pipeline("v", 2, 4, (1, 2, 1)))
     [again] = schedc.parse(format_pipeline(compiled.spec, compiled.plan.ranks), "again.sched")
     assert compile_spec(again).plan == compiled.plan
+
+
+# ---- the exact solver ----------------------------------------------------------------------------
+
+EXACT_CASES = [("linear", 3, 4, (1, 2, 1), 0.0, None), ("linear", 3, 4, (1, 3, 1), 0.1, 0),
+               ("linear", 4, 6, (1, 2, 1), 0.0, 0), ("v", 2, 2, (1, 2, 1), 0.0, 0),
+               ("v", 2, 4, (1, 2, 1), 0.0, 1), ("bidirectional", 2, 4, (1, 2, 1), 0.0, None),
+               ("interleaved", 2, 4, (1, 2, 1), 0.0, 1)]
+
+
+@pytest.mark.parametrize("placement,ranks,m,costs,comm,extra", EXACT_CASES)
+def test_search_finds_the_optimum_that_cp_sat_proves(placement, ranks, m, costs, comm, extra):
+    pytest.importorskip("ortools", reason="schedule = optimal needs the optional extra schedc[optimal]")
+    heavy_first = {0: StageCost(costs[0] * 2, costs[1], costs[2], comm=comm)}  # an embedding stage
+    spec = pipeline(placement, ranks, m, costs, comm, stage_costs=heavy_first, search_time=0.3)
+    if extra is not None:
+        spec = replace(spec, memory_limit=smallest_limit(spec).value + extra)
+    exact = compile_spec(replace(spec, schedule="optimal", overlap=False, search_time=30))
+    assert exact.search.found_by == "CP-SAT, proven optimal"
+    assert exact.search.makespan == simulate(exact.spec, exact.dag, exact.plan).makespan
+    assert lower_bound(spec).value <= exact.search.makespan + 1e-9
+    assert compile_spec(spec).search.makespan == pytest.approx(exact.search.makespan)
+
+
+def test_optimal_without_the_solver_says_what_to_install(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ortools", None)
+    monkeypatch.setitem(sys.modules, "ortools.sat.python.cp_model", None)
+    with pytest.raises(SchedError, match=r"pip install 'schedc\[optimal\]'"):
+        compile_spec(pipeline("linear", 2, 2, schedule="optimal"))
+
+
+# ---- the memory model ----------------------------------------------------------------------------
+
+def test_weight_grad_and_parameters_match_a_hand_computation():
+    from schedc.check.memory import activation_steps
+    text = """pipeline p {
+      ranks = 2 microbatches = 2 split_backward = true
+      memory { activation = 4 weight_grad = 0.25 parameters = 3 stage 1 { parameters = 5 } }
+      order {
+        rank 0: F0.0 F0.1 I0.0 I0.1 W0.0 W0.1
+        rank 1: F1.0 I1.0 F1.1 W1.0 I1.1 W1.1
+      }
+    }"""
+    [spec] = schedc.parse(text, "m.sched")
+    compiled = compile_spec(spec)
+    rows = [tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks]
+    # rank 0: parameters 3; F adds 4; I frees 3 (keeps 1 until W); W frees 1
+    assert activation_steps(spec, rows[0], 0) == [(7, 7), (11, 11), (11, 8), (8, 5), (5, 4), (4, 3)]
+    assert activation_steps(spec, rows[1], 1) == [(9, 9), (9, 6), (10, 10), (10, 9), (9, 6), (6, 5)]
+    peaks = [r.peak_activations for r in simulate(compiled.spec, compiled.dag, compiled.plan).ranks]
+    assert peaks == [11, 10]
+    with pytest.raises(SchedError, match="holds 11"):
+        compile_spec(replace(spec, memory_limit=10))
+
+
+def test_dualpipe_counts_two_parameter_replicas_per_rank():
+    from schedc.check.memory import memory_costs
+    from tests.helpers import make_spec
+    spec = replace(make_spec("dualpipe", 4, 8), parameters=(2,) * 4)
+    assert memory_costs(spec).base == (4, 4, 4, 4)  # each rank holds a stage of both directions
+    linear = replace(make_spec("1f1b", 4, 8), parameters=(2,) * 4)
+    assert memory_costs(linear).base == (2, 2, 2, 2)
+
+
+def test_auto_accounts_for_parameter_memory():
+    from tests.helpers import make_spec
+    spec = replace(make_spec("1f1b", 4, 8), schedule="auto", parameters=(4,) * 4, memory_limit=10)
+    compiled = compile_spec(spec)
+    peaks = [r.peak_activations for r in simulate(compiled.spec, compiled.dag, compiled.plan).ranks]
+    assert max(peaks) <= 10
+    assert compiled.spec.placement != "bidirectional"  # two replicas of 4 would leave too little
