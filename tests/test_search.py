@@ -267,3 +267,10 @@ def test_auto_accounts_for_parameter_memory():
     peaks = [r.peak_activations for r in simulate(compiled.spec, compiled.dag, compiled.plan).ranks]
     assert max(peaks) <= 10
     assert compiled.spec.placement != "bidirectional"  # two replicas of 4 would leave too little
+
+
+def test_search_beats_the_public_zb_v_greedy_figure_with_comm_and_room():
+    """Example 2 of the issue: p = 8, m = 16, comm 0.2, limit 2p; their ZB-V greedy reaches 111.5."""
+    [spec] = schedc.parse("""pipeline ex2 { ranks = 8 microbatches = 16 placement = v schedule = search
+        cost { F = 1 B = 2 W = 0.5 comm = 0.2 } memory { activation = 0.5 limit = 16 } }""", "ex2.sched")
+    assert compile_spec(spec).search.makespan <= 111.5

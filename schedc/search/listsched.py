@@ -49,8 +49,8 @@ MODES = (RANK, GLOBAL, BANKER, PLAIN)
 class _Banker:
     """Per rank: each microbatch in flight's [held, still to allocate] (the BANKER mode)."""
 
-    def __init__(self, prob: Problem):
-        self.prob, self.limit = prob, prob.limit + EPS
+    def __init__(self, prob: Problem, limit: float):
+        self.prob, self.limit = prob, limit
         self.flight: list[dict[int, list[float]]] = [{} for _ in range(prob.ranks)]
         self.held = list(prob.base)
 
@@ -87,10 +87,12 @@ class _Banker:
 
 
 def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool = False,
-                  cutoff: float = INF) -> Schedule | None:
+                  cutoff: float = INF, cap: float | None = None) -> Schedule | None:
     """The active schedule that `prio` (lower first) picks; None on a memory deadlock, or as soon
-    as it is sure to end after `cutoff`."""
-    n, p, limit = prob.n, prob.ranks, prob.limit + EPS
+    as it is sure to end after `cutoff`. `cap` (<= the limit) holds memory lower than the limit:
+    fewer microbatches in flight, a shallower warm-up."""
+    n, p = prob.n, prob.ranks
+    limit = min(prob.limit, INF if cap is None else cap) + EPS
     rank, dur, succs, kind = prob.rank, prob.dur, prob.succs, prob.kind
     alloc, free, entry = prob.alloc, prob.free, prob.entry
     waiting = [len(ps) for ps in prob.preds]
@@ -105,7 +107,8 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
     makespan, done = 0.0, 0
 
     need, first = prob.need, prob.first
-    banker = _Banker(prob) if mode == BANKER else None
+    fuse = fuse and prob.can_overlap
+    banker = _Banker(prob, limit) if mode == BANKER else None
 
     memo: list[dict[int, bool]] = [{} for _ in range(p)]  # fits(o, r) until rank r's memory changes
 
@@ -145,10 +148,10 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
             if e is None:
                 e, fr = INF, free_at[r]
                 for o in cand[r]:
-                    if fits(o, r):
-                        t = (ready[o] if ready[o] > fr else fr) + dur[o]
-                        if t < e:
-                            e = t
+                    t = ready[o]
+                    t = (t if t > fr else fr) + dur[o]
+                    if t < e and (kind[o] != F or fits(o, r)):
+                        e = t
                 cache[r] = e
             if e < best:
                 best, r_star = e, r

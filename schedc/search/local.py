@@ -73,9 +73,9 @@ class _Search:
         self.best, self.best_rows, self.found_by = best, best_rows, found_by
         self.evaluations = 0
 
-    def _try(self, prio, mode: int, cutoff: float):
+    def _try(self, prio, mode: tuple[int, float | None], cutoff: float):
         self.evaluations += 1
-        return list_schedule(self.prob, prio, mode, self.fuse, cutoff)
+        return list_schedule(self.prob, prio, mode[0], self.fuse, cutoff, mode[1])
 
     def _offer(self, schedule, how: str) -> None:
         if schedule is not None and schedule.makespan < self.best - 1e-9:
@@ -85,14 +85,15 @@ class _Search:
         starts = []
         for name, prio in rule_priorities(self.prob):
             for mode in (MODES if self.prob.limit < float("inf") else MODES[:1]):
-                schedule = self._try(prio, mode, float("inf"))
-                self._offer(schedule, f"the list scheduler ({name})")
-                if schedule is not None:
-                    starts.append((schedule.makespan, prio, mode, schedule.rows))
+                self._start(starts, name, prio, (mode, None))
         if not starts:
             return
         starts.sort(key=lambda s: s[0])
-        current_value, current, mode, rows = starts[0]
+        for _value, prio, (mode, _cap), _rows, name in starts[:2]:  # the best two, held lower
+            for cap in memory_caps(self.prob):
+                self._start(starts, name, prio, (mode, cap))
+        starts.sort(key=lambda s: s[0])
+        current_value, current, mode, rows, _name = starts[0]
         since_better = 0
         while self.evaluations < budget and time.perf_counter() < deadline:
             candidate = self._perturb(current, rows)
@@ -104,8 +105,15 @@ class _Search:
             else:
                 since_better += 1
             if since_better > 200:  # stuck: restart from another good start
-                current_value, start, mode, rows = starts[self.rng.randrange(len(starts))]
+                current_value, start, mode, rows, _name = starts[self.rng.randrange(min(len(starts), 8))]
                 current, since_better = self._perturb(start, rows, strength=0.3), 0
+
+    def _start(self, starts: list, name: str, prio, mode) -> None:
+        schedule = self._try(prio, mode, float("inf"))
+        how = f"the list scheduler ({name}{'' if mode[1] is None else f', memory held to {mode[1]:g}'})"
+        self._offer(schedule, how)
+        if schedule is not None:
+            starts.append((schedule.makespan, prio, mode, schedule.rows, name))
 
     def polish(self, budget: int, deadline: float) -> None:
         """Order moves on the best rows: one instruction moved (or two swapped) up to 6 places on its rank, kept
@@ -143,12 +151,12 @@ class _Search:
             return [x + rng.gauss(0, strength) for x in out]
         choice = rng.random()
         row = rows[rng.randrange(len(rows))]
-        if choice < 0.5 and len(row) > 1:
+        if choice < 0.2 and len(row) > 1:
             i = rng.randrange(len(row) - 1)
             a, b = row[i][0], row[min(len(row) - 1, i + 1 + rng.randrange(4))][0]
             out[b] = out[a] - 1e-3 * (1 + rng.random())
             return out
-        if choice < 0.75:
+        if choice < 0.6:
             a = rng.randrange(n)
             same_rank = [o for o in self._rank_ops(self.prob.rank[a]) if o != a]
             b = same_rank[rng.randrange(len(same_rank))] if same_rank else a
@@ -163,6 +171,16 @@ class _Search:
             self._by_rank = [[o for o in range(self.prob.n) if self.prob.rank[o] == q]
                              for q in range(self.prob.ranks)]
         return self._by_rank[r]
+
+
+def memory_caps(prob: Problem) -> list[float]:
+    """Memory levels below the limit to hold a rank to: p/2, p, 3p/2, 2p and 3p microbatches'
+    worth (one microbatch: the most it holds on a rank), those under the limit."""
+    one = max(max(row) for row in prob.need) + max(prob.base)
+    p = prob.ranks
+    levels = sorted({max(one, round(k * p) * (one - max(prob.base)) + max(prob.base))
+                     for k in (0.5, 1, 1.5, 2, 3)})
+    return [c for c in levels if c < prob.limit - 1e-9]
 
 
 def rule_priorities(prob: Problem) -> list[tuple[str, list[float]]]:

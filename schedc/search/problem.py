@@ -58,6 +58,11 @@ class Problem:
         return self.dur[forward] + self.dur[backward] - self.pair_gain(forward, backward)
 
     @property
+    def can_overlap(self) -> bool:
+        """Whether any overlapped pair would save time (F&B below F + B somewhere)."""
+        return any(g > 1e-9 for g in self.gain)
+
+    @property
     def n(self) -> int:
         return len(self.ops)
 
