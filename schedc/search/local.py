@@ -25,6 +25,7 @@ from ..ir import Instr, OpKind
 from ..lang.spec import FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec
 from .evaluate import evaluate_rows
 from .listsched import MODES, list_schedule
+from .bound import lower_bound
 from .problem import B, F, I, W, Problem, build_problem
 
 _SHIFTS = (-6, -4, -3, -2, -1, 1, 2, 3, 4, 6)
@@ -56,6 +57,7 @@ def search_order(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
             best_rows, best, found_by = rows, value, f"the {name} family"
     budget = max(20, int(spec.search_time * EVALS_PER_OP_SECOND / max(prob.n, 1)))
     state = _Search(prob, rng, spec.overlap, best, best_rows, found_by)
+    state.floor = lower_bound(spec).value + 1e-9  # reached: nothing better exists, stop
     deadline = began + 3 * spec.search_time
     state.run(budget - budget // 3, deadline)
     state.polish(budget, deadline)
@@ -72,6 +74,7 @@ class _Search:
         self.prob, self.rng, self.fuse = prob, rng, fuse
         self.best, self.best_rows, self.found_by = best, best_rows, found_by
         self.evaluations = 0
+        self.floor = 0.0
 
     def _try(self, prio, mode: tuple[int, float | None], cutoff: float):
         self.evaluations += 1
@@ -95,7 +98,7 @@ class _Search:
         starts.sort(key=lambda s: s[0])
         current_value, current, mode, rows, _name = starts[0]
         since_better = 0
-        while self.evaluations < budget and time.perf_counter() < deadline:
+        while self.evaluations < budget and time.perf_counter() < deadline and self.best > self.floor:
             candidate = self._perturb(current, rows)
             schedule = self._try(candidate, mode, current_value + 1e-9)
             if schedule is not None and schedule.makespan <= current_value + 1e-9:
@@ -122,7 +125,7 @@ class _Search:
             return
         rows = [list(row) for row in self.best_rows]
         rng, current = self.rng, self.best
-        while self.evaluations < budget and time.perf_counter() < deadline:
+        while self.evaluations < budget and time.perf_counter() < deadline and self.best > self.floor:
             r = rng.randrange(len(rows))
             if len(rows[r]) < 2:
                 self.evaluations += 1
