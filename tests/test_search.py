@@ -274,3 +274,14 @@ def test_search_beats_the_public_zb_v_greedy_figure_with_comm_and_room():
     [spec] = schedc.parse("""pipeline ex2 { ranks = 8 microbatches = 16 placement = v schedule = search
         cost { F = 1 B = 2 W = 0.5 comm = 0.2 } memory { activation = 0.5 limit = 16 } }""", "ex2.sched")
     assert compile_spec(spec).search.makespan <= 111.5
+
+
+def test_a_searched_plan_runs_under_torch_and_matches_the_single_process_run(tmp_path):
+    pytest.importorskip("torch")
+    from tests.test_torch_backend import launch
+    path = tmp_path / "s.sched"
+    path.write_text("pipeline p { ranks = 2 microbatches = 3 placement = v schedule = search "
+                    "search_time = 0.2 cost { F = 1 B = 2 W = 1 comm = 0.1 } memory { limit = 3 } }\n")
+    codes, outputs, _ = launch([path] * 2, extra=("--check",))
+    assert codes == [0, 0], "\n".join(outputs)[-3000:]
+    assert "PASS" in outputs[0]
