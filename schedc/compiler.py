@@ -66,6 +66,7 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     """A family's plan over the memory limit is the pipeline's problem, not the compiler's:
     report it at `limit`, with the rank's peak."""
     from .check.memory import peak_activations
+    from .search.bound import smallest_limit
 
     over = [p for p in problems if p.check == "memory"]
     if not over:
@@ -74,11 +75,18 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     rows = tuple(tuple(x for x in row if x.is_compute) for row in plan.ranks)
     compute_index = sum(1 for x in plan.ranks[rank][:index] if x.is_compute)
     peak = peak_activations(spec, rows[rank], rank)
+    need = smallest_limit(spec)
+    if need.value > spec.memory_limit + 1e-9:
+        advice = (f"no schedule fits: the smallest limit any schedule of this pipeline can meet is "
+                  f"{need.value:g} ({need.reason})")
+    else:
+        advice = (f"some schedule fits down to {need.value:g}: try `schedule = search`, which "
+                  "keeps to the limit")
     raise SchedError([Diagnostic(
         f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
         f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
         "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
-        detail=format_grid(rows, focus=(rank, compute_index)))])
+        (Note(advice),), detail=format_grid(rows, focus=(rank, compute_index)))])
 
 
 def _has_comm(rows) -> bool:
