@@ -179,6 +179,24 @@ def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> Pipel
     return replace(ast, settings=tuple(settings), orders=())
 
 
+def _shortest(variants) -> tuple[Compiled | None, float | None, list[str]]:
+    """Compile each (label, make spec) and keep the shortest simulated step (ties: the first);
+    the reasons the others failed, each as `label: message`."""
+    from .simulate import simulate
+
+    best, best_time, reasons = None, None, []
+    for label, make in variants:
+        try:
+            compiled = compile_spec(make())
+        except SchedError as error:
+            reasons.append(f"{label}: {error.diagnostics[0].message}")
+            continue
+        makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
+        if best_time is None or makespan < best_time - 1e-9:
+            best, best_time = compiled, makespan
+    return best, best_time, reasons
+
+
 AUTO_SEARCH_TIME = 0.5  # seconds of search `auto` spends unless the file sets search_time
 
 
@@ -188,18 +206,8 @@ def compile_auto(spec: PipelineSpec) -> Compiled:
     simulated step (ties: the earlier family in FAMILIES), then let the search (seeded with the
     families) try to beat it on that family's placement, within AUTO_SEARCH_TIME unless the file
     sets `search_time`."""
-    from .simulate import simulate
-
-    best, best_time, reasons = None, None, []
-    for family in FAMILIES:
-        try:
-            compiled = compile_spec(with_family(spec, family))
-        except SchedError as error:
-            reasons.append(f"{family}: {error.diagnostics[0].message}")
-            continue
-        makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
-        if best_time is None or makespan < best_time:
-            best, best_time = compiled, makespan
+    best, best_time, reasons = _shortest((family, lambda f=family: with_family(spec, f))
+                                         for family in FAMILIES)
     if best is None:
         raise SchedError([Diagnostic("schedule = auto: no family fits this pipeline",
                                      spec.source.span("schedule") or spec.source.pipeline,
@@ -241,18 +249,8 @@ def compile_search(spec: PipelineSpec) -> Compiled:
 
 
 def _best_placement(spec: PipelineSpec) -> Compiled:
-    from .simulate import simulate
-
-    best, best_time, reasons = None, None, []
-    for placement in spec.placements:
-        try:
-            compiled = compile_spec(with_placement(spec, placement))
-        except SchedError as error:
-            reasons.append(f"placement = {placement}: {error.diagnostics[0].message}")
-            continue
-        makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
-        if best_time is None or makespan < best_time - 1e-9:
-            best, best_time = compiled, makespan
+    best, _time, reasons = _shortest((f"placement = {placement}", lambda p=placement: with_placement(spec, p))
+                                     for placement in spec.placements)
     if best is None:
         raise SchedError([Diagnostic(f"placement = any: no placement can run this pipeline "
                                      f"({'; '.join(reasons)})",
