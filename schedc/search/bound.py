@@ -5,7 +5,8 @@ each part is a proof that holds for every valid plan:
 - critical path: one microbatch's ops in dependency order, comm on the way (a longest path);
 - rank work: a rank is busy for all its ops' time, can start no earlier than its first op's
   earliest start (the pipeline fill) and must leave time for the ops that follow its last one;
-  with the backward split, its F and I work must also end before the I's that follow;
+  the same holds for any set of the rank's op kinds with their own fill and drain (the m
+  forwards of stage 0 cannot all start at once, the I's must end before the I chain that follows);
 - memory: at most k = floor((limit - parameters) / a) microbatches of a stage hold its activation
   `a` at once (from the forward's start to the end of the backward that frees it, at least one
   round trip R long); so some ceil(m / k) of those intervals are disjoint: fill + ceil(m/k) R +
@@ -116,19 +117,17 @@ def lower_bound(spec: PipelineSpec) -> Bound:
 
 
 def _rank_work(spec, dag, least, head, tail) -> tuple[str, float]:
+    """One machine with release and tail times: for every set S of a rank's op kinds whose earliest
+    start is >= h and whose least drain is >= t, the step lasts h + m x (S's work) + t."""
     best, where = 0.0, 0
     m = spec.microbatches_per_direction
     for r in range(spec.ranks):
         mine = [op for op in head if spec.rank_of(op.direction, op.stage) == r]
-        if not mine:
-            continue
-        work = m * sum(least(op) for op in mine)
-        before_w = m * sum(least(op) for op in mine if op.kind is not OpKind.W)
-        start = min(head[op] for op in mine)
-        value = max(start + work + min(tail[op] for op in mine),
-                    start + before_w + min(tail[op] for op in mine if op.kind is not OpKind.W))
-        if value > best:
-            best, where = value, r
+        for h in {head[op] for op in mine}:
+            for t in {tail[op] for op in mine}:
+                work = m * sum(least(op) for op in mine if head[op] >= h and tail[op] >= t)
+                if work and h + work + t > best:
+                    best, where = h + work + t, r
     return f"rank {where}'s work, plus the pipeline fill before it and the drain after it", best
 
 
