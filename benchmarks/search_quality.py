@@ -163,9 +163,10 @@ def report(rows: list[dict]) -> None:
     gaps = [(r["search"] - r["bound"]) / r["bound"] for r in rows]
     proven = [r for r in rows if r["proven"]]
     at_opt = [r for r in proven if abs(r["search"] - r["optimal"]) < 1e-6]
-    better = [r for r in rows if r["search"] < r["family_makespan"] * 0.99]
-    print(f"\n{len(rows)} cases: search <= the best family in {len(rows) - len(worse)}, "
-          f"better by 1% or more in {len(better)}; mean gap to the lower bound "
+    with_family = [r for r in rows if r["family_makespan"] < float("inf")]
+    better = [r for r in with_family if r["search"] < r["family_makespan"] * 0.99]
+    print(f"\n{len(rows)} cases, {len(with_family)} with a family on the placement: search <= the best "
+          f"family in {len(with_family) - len(worse)}, better by 1% or more in {len(better)}; mean gap to the lower bound "
           f"{statistics.mean(gaps):.1%} (max {max(gaps):.1%}); slowest search "
           f"{max(r['search_seconds'] for r in rows):.1f} s")
     if proven:
