@@ -213,7 +213,7 @@ def test_search_finds_the_optimum_that_cp_sat_proves(placement, ranks, m, costs,
     if extra is not None:
         spec = replace(spec, memory_limit=smallest_limit(spec).value + extra)
     exact = compile_spec(replace(spec, schedule="optimal", overlap=False, search_time=30))
-    assert exact.search.found_by == "CP-SAT, proven optimal"
+    assert "proven optimal" in exact.search.found_by
     assert exact.search.makespan == simulate(exact.spec, exact.dag, exact.plan).makespan
     assert lower_bound(spec).value <= exact.search.makespan + 1e-9
     assert compile_spec(spec).search.makespan == pytest.approx(exact.search.makespan)

@@ -10,7 +10,8 @@ The model, as OR-Tools' scheduling guide writes one:
 - memory: per rank a reservoir: a forward adds its activation at its start, I frees all but the
   kept part at its end, W (or B) the rest at its end; the level stays within limit - parameters
   (the order-based model of `schedc.memory`, since a rank runs one op at a time);
-- objective: the makespan (the latest end), hinted and bounded by the heuristic's plan.
+- objective: the makespan (the latest end), hinted and bounded above by the heuristic's plan and
+  below by `bound.lower_bound` (a proof of its own, so no optimum is lost).
 Overlapped pairs are not modelled: a pipeline whose pairs gain time is refused (use `search`).
 """
 
@@ -23,6 +24,7 @@ from fractions import Fraction
 from ..dag import Dag
 from ..errors import Diagnostic, Note, SchedError
 from ..lang.spec import PipelineSpec
+from .bound import lower_bound
 from .evaluate import evaluate_rows
 from .local import SearchResult, search_order, to_instrs
 from .problem import F, Problem, build_problem
@@ -63,6 +65,10 @@ def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     began = time.perf_counter()
     start = search_order(replace(spec, search_time=min(HEURISTIC_TIME, spec.search_time / 10),
                                  overlap=False), prob.dag)
+    floor = lower_bound(spec).value
+    if start.makespan <= floor + 1e-9:  # the heuristic reached the bound: optimal, no solver needed
+        return replace(start, found_by=f"{start.found_by}; proven optimal by the lower bound",
+                       proven_bound=floor, seconds=time.perf_counter() - began)
     scale = _scale(prob)
     model, starts, ends, makespan = _model(cp_model, prob, scale, start)
     solver = cp_model.CpSolver()
@@ -107,7 +113,8 @@ def _model(cp_model, prob: Problem, scale: int, start: SearchResult):
             model.Add(starts[o] >= ends[q] + int(round(delay * scale)))
     _first_stage_in_order(model, prob, starts)
     _memory(model, prob, starts, ends, scale)
-    makespan = model.NewIntVar(0, horizon, "makespan")
+    floor = int(math.floor(lower_bound(prob.spec).value * scale + 1e-6))  # proven: helps prove
+    makespan = model.NewIntVar(min(floor, horizon), horizon, "makespan")
     model.AddMaxEquality(makespan, ends)
     model.Minimize(makespan)
     _hint(model, prob, start, starts, scale)
