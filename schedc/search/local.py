@@ -146,7 +146,8 @@ class _Search:
 
     def _perturb(self, prio: list[float], rows, strength: float = 0.0) -> list[float]:
         """New priorities: noise on all (`strength`), an op moved before one a few places ahead
-        of it in the current schedule, two ops of a rank swapped, or a few ops' keys moved."""
+        of it in the current schedule, a microbatch's ops from some stage on moved later or
+        earlier than the next one's, two ops of a rank swapped, or a few ops' keys moved."""
         rng, n = self.rng, len(prio)
         out = list(prio)
         if strength:
@@ -158,7 +159,14 @@ class _Search:
             a, b = row[i][0], row[min(len(row) - 1, i + 1 + rng.randrange(4))][0]
             out[b] = out[a] - 1e-3 * (1 + rng.random())
             return out
-        if choice < 0.6:
+        if choice < 0.35:  # a microbatch overtaken (or overtaking) from some stage on
+            o = rng.randrange(n)
+            group, stage, shift = self.prob.group[o], self.prob.ops[o].stage, rng.choice((-1.5, 1.5, 2.5))
+            for q in self._group_ops(group):
+                if self.prob.ops[q].stage >= stage:
+                    out[q] += shift
+            return out
+        if choice < 0.65:
             a = rng.randrange(n)
             same_rank = [o for o in self._rank_ops(self.prob.rank[a]) if o != a]
             b = same_rank[rng.randrange(len(same_rank))] if same_rank else a
@@ -167,6 +175,13 @@ class _Search:
         for _ in range(1 + rng.randrange(3)):
             out[rng.randrange(n)] += rng.gauss(0, 1.5)
         return out
+
+    def _group_ops(self, group: int) -> list[int]:
+        if not hasattr(self, "_by_group"):
+            self._by_group: dict[int, list[int]] = {}
+            for o, g in enumerate(self.prob.group):
+                self._by_group.setdefault(g, []).append(o)
+        return self._by_group[group]
 
     def _rank_ops(self, r: int) -> list[int]:
         if not hasattr(self, "_by_rank"):
