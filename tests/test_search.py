@@ -123,15 +123,17 @@ def _compiled_families(spec):
 
 cases = st.tuples(st.sampled_from(FAMILIES), st.integers(1, 4), st.integers(1, 9),
                   st.sampled_from([(1, 2, 1), (1, 3, 1), (2, 3, 1), (1, 2, 0.5)]),
-                  st.sampled_from([0.0, 0.1, 0.5]))
+                  st.sampled_from([0.0, 0.1, 0.5]), st.sampled_from(["none", "some", "most"]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases)
 def test_lower_bound_is_never_above_a_family_plan(case):
-    family, ranks, m, costs, comm = case
+    family, ranks, m, costs, comm, gain = case
     from tests.helpers import make_spec
-    spec = make_spec(family, ranks, m, *costs, comm=comm)
+    F, B, W = costs
+    overlap = {"none": None, "some": F + B - 0.5, "most": max(F, B)}[gain]  # F&B: what a pair costs
+    spec = make_spec(family, ranks, m, F, B, W, FB=overlap, comm=comm)
     try:
         compiled = compile_spec(spec)
     except SchedError:
@@ -158,6 +160,15 @@ def test_lower_bound_is_never_above_a_random_valid_order(placement, ranks, m, ex
     makespan = simulate(manual.spec, manual.dag, manual.plan).makespan
     assert makespan == schedule.makespan
     assert lower_bound(spec).value <= makespan + 1e-9
+
+
+def test_lower_bound_holds_for_overlapped_pairs_that_save_time():
+    from tests.helpers import make_spec, run
+    spec = make_spec("dualpipe", 4, 8, 1, 2, 1, FB=2.5)
+    assert lower_bound(spec).value <= run(spec)[1].makespan
+    found = compile_spec(pipeline("bidirectional", 4, 8, (1, 2, 1), stage_costs={
+        s: StageCost(1, 2, 1, 2.5) for s in range(4)}))
+    assert lower_bound(found.spec).value <= found.search.makespan
 
 
 def test_lower_bound_is_reached_by_zb_h1_on_a_uniform_pipeline():

@@ -11,7 +11,7 @@ each part is a proof that holds for every valid plan:
   `a` at once (from the forward's start to the end of the backward that frees it, at least one
   round trip R long); so some ceil(m / k) of those intervals are disjoint: fill + ceil(m/k) R +
   the rest of the backward. And the memory-time area of all activations fits under the limit.
-With overlapped pairs every op's time counts as the least it can take inside a pair.
+With overlapped pairs every op's time counts as the least share of a pair it can take (`_least_time`).
 `smallest_limit(spec)` is the least per-rank memory any schedule needs: one microbatch's forward
 passes all of a rank's stages (in one direction) before any of their backwards frees memory.
 """
@@ -48,21 +48,24 @@ class LimitNeed:
 
 
 def _least_time(spec: PipelineSpec):
-    """op -> the least time it can keep its rank busy (alone, or as its share of a pair)."""
-    pair_floor = math.inf
-    if spec.overlap:
-        backward = OpKind.I if spec.split_backward else OpKind.B
-        for a in range(spec.num_stages):
-            for b in range(spec.num_stages):
-                pair = Instr.overlap(Instr(OpKind.F, 0, a, 0), Instr(backward, 0, b, 1))
-                pair_floor = min(pair_floor, instr_cost(spec, pair))
-            pair_floor = min(pair_floor, instr_cost(spec, Instr.overlap(Instr(OpKind.F, 0, a, 0),
-                                                                          Instr(OpKind.B, 0, a, 1))))
-    pair_floor = max(0.0, pair_floor)
+    """op -> the least time it can count for, in a sum of a rank's work or along a path.
+
+    Without overlap: its cost. With overlapped pairs (each pair holds one forward and saves at
+    most G = the largest F + B - F&B of any stage): a forward counts F - G, so a pair's cost
+    F + B - gain is never undercounted; a backward counts its cost - max(0, G - the least F),
+    since it lasts the whole pair, F + B - gain >= B - (gain - F)."""
+    if not spec.overlap:
+        return lambda op: instr_cost(spec, op)
+    most_gain = max(max(0.0, c.forward + c.backward - c.overlap_cost) for c in spec.costs)
+    least_forward = min(c.forward for c in spec.costs)
 
     def least(op: Instr) -> float:
         cost = instr_cost(spec, op)
-        return min(cost, pair_floor) if op.kind in (OpKind.F, OpKind.B, OpKind.I) else cost
+        if op.kind is OpKind.F:
+            return max(0.0, cost - most_gain)
+        if op.kind in (OpKind.B, OpKind.I):
+            return max(0.0, cost - max(0.0, most_gain - least_forward))
+        return cost
     return least
 
 
