@@ -28,6 +28,7 @@ from .listsched import MODES, list_schedule
 from .bound import lower_bound
 from .problem import B, F, I, W, Problem, build_problem
 
+RESTART_AFTER = 200  # list schedules without a better one before a restart
 _SHIFTS = (-6, -4, -3, -2, -1, 1, 2, 3, 4, 6)
 EVALS_PER_OP_SECOND = 120_000  # list schedules per second x ops, as measured on the reference machine (2 shared cores)
 
@@ -58,7 +59,7 @@ def search_order(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     budget = max(20, int(spec.search_time * EVALS_PER_OP_SECOND / max(prob.n, 1)))
     state = _Search(prob, rng, spec.overlap, best, best_rows, found_by)
     state.floor = lower_bound(spec).value + 1e-9  # reached: nothing better exists, stop
-    state.run(budget - budget // 3)  # work, not time, ends the search (the docstring says why)
+    state.run(budget - budget // 6)  # work, not time, ends the search (the docstring says why)
     state.polish(budget)
     if state.best_rows is None:
         raise SchedError([])  # the caller checked feasibility first; this is a bug guard
@@ -106,7 +107,7 @@ class _Search:
                 self._offer(schedule, "local search")
             else:
                 since_better += 1
-            if since_better > 200:  # stuck: restart from another good start
+            if since_better > RESTART_AFTER:  # stuck: restart from another good start
                 current_value, start, mode, rows, _name = starts[self.rng.randrange(min(len(starts), 8))]
                 current, since_better = self._perturb(start, rows, strength=0.3), 0
 
