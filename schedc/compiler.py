@@ -198,6 +198,7 @@ def _shortest(variants) -> tuple[Compiled | None, float | None, list[str]]:
 
 
 AUTO_SEARCH_TIME = 0.5  # seconds of search `auto` spends unless the file sets search_time
+AUTO_SEARCH_MAX_OPS = 20_000  # above this, `auto` searches only when the file sets search_time
 
 
 def compile_auto(spec: PipelineSpec) -> Compiled:
@@ -219,6 +220,9 @@ def _searched(spec: PipelineSpec, best: Compiled, best_time: float) -> Compiled:
     from .simulate import simulate
 
     budget = spec.search_time if spec.source.span("search_time") else AUTO_SEARCH_TIME
+    ops = sum(len(row) for row in best.order.ranks)
+    if ops > AUTO_SEARCH_MAX_OPS and not spec.source.span("search_time"):
+        return best  # a large pipeline: the families only, unless the file asks for a search
     try:
         searching = replace(with_family(spec, "search"), search_time=budget,
                             placements=(best.spec.placement,))

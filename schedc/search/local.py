@@ -85,6 +85,7 @@ class _Search:
             self.best, self.best_rows, self.found_by = schedule.makespan, schedule.rows, how
 
     def run(self, budget: int) -> None:
+        self.budget = budget
         starts = []
         for name, prio in rule_priorities(self.prob):
             for mode in (MODES if self.prob.limit < float("inf") else MODES[:1]):
@@ -112,6 +113,8 @@ class _Search:
                 current, since_better = self._perturb(start, rows, strength=0.3), 0
 
     def _start(self, starts: list, name: str, prio, mode) -> None:
+        if starts and self.evaluations >= self.budget:  # a large pipeline: fewer starts
+            return
         schedule = self._try(prio, mode, float("inf"))
         how = f"the list scheduler ({name}{'' if mode[1] is None else f', memory held to {mode[1]:g}'})"
         self._offer(schedule, how)
