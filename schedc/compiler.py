@@ -17,8 +17,8 @@ from .viz.grid import format_grid
 from .ir import COMM, ComputeOrder, Plan
 from .passes import fuse_overlap, lower_comm
 from .schedules import build_order, check_family
-from .lang.spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
-                   check_pipeline)
+from .lang.spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, PLACEMENTS, SEARCHES,
+                        SPLIT_FAMILIES, PipelineSpec, check_pipeline)
 from .lang.syntax import PipelineAST, Setting
 from .check.order import Problem, verify_order, verify_plan
 
@@ -31,6 +31,7 @@ class Compiled:
     dag: Dag
     order: ComputeOrder
     plan: Plan
+    search: object = None  # schedule = search/optimal: what the optimizer reports (search.SearchResult)
 
 
 def compile_spec(spec: PipelineSpec) -> Compiled:
@@ -42,6 +43,8 @@ def compile_spec(spec: PipelineSpec) -> Compiled:
 def _compile(spec: PipelineSpec) -> Compiled:
     if spec.schedule == "auto":
         return compile_auto(spec)
+    if spec.schedule in SEARCHES:
+        return compile_search(spec)
     check_family(spec)
     dag = build_dag(spec)
     order = build_order(spec)
@@ -63,6 +66,7 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     """A family's plan over the memory limit is the pipeline's problem, not the compiler's:
     report it at `limit`, with the rank's peak."""
     from .check.memory import peak_activations
+    from .search.bound import smallest_limit
 
     over = [p for p in problems if p.check == "memory"]
     if not over:
@@ -70,12 +74,19 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     rank, index = over[0].where
     rows = tuple(tuple(x for x in row if x.is_compute) for row in plan.ranks)
     compute_index = sum(1 for x in plan.ranks[rank][:index] if x.is_compute)
-    peak = peak_activations(spec, rows[rank])
+    peak = peak_activations(spec, rows[rank], rank)
+    need = smallest_limit(spec)
+    if need.value > spec.memory_limit + 1e-9:
+        advice = (f"no schedule fits: the smallest limit any schedule of this pipeline can meet is "
+                  f"{need.value:g} ({need.reason})")
+    else:
+        advice = (f"some schedule fits down to {need.value:g}: try `schedule = search`, which "
+                  "keeps to the limit")
     raise SchedError([Diagnostic(
         f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
         f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
         "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
-        detail=format_grid(rows, focus=(rank, compute_index)))])
+        (Note(advice),), detail=format_grid(rows, focus=(rank, compute_index)))])
 
 
 def _has_comm(rows) -> bool:
@@ -134,10 +145,18 @@ def scale_stages(spec: PipelineSpec, factor: float) -> PipelineSpec:
                        weight=c.weight * factor,
                        overlap=None if c.overlap is None else c.overlap * factor)
     return replace(spec, costs=tuple(scaled(c) for c in spec.costs),
-                   activations=tuple(a * factor for a in spec.activations))
+                   activations=tuple(a * factor for a in spec.activations),
+                   parameters=tuple(x * factor for x in spec.parameters))
 
 
 def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
+    """The spec under `family`; `search`/`optimal` keep a searching file's placement, and
+    otherwise choose any placement (the same model cut as a linear pipeline's stages)."""
+    if family in SEARCHES and spec.schedule in SEARCHES:
+        return replace(spec, schedule=family)
+    if family in SEARCHES:  # each placement is cut from this spec's stages (search.with_placement)
+        return replace(spec, schedule=family, split_backward=True, order=None,
+                       overlap=family in OVERLAP_FAMILIES, placements=PLACEMENTS)
     ast = spec.source.ast
     if ast is not None:
         return check_pipeline(_ast_with_family(ast, family, spec))
@@ -147,6 +166,7 @@ def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
     return replace(spec, schedule=family, placement=placement, chunks=chunks,
                    split_backward=family in SPLIT_FAMILIES, overlap=family in OVERLAP_FAMILIES,
                    costs=(spec.costs[0],) * stages, activations=(spec.activations[0],) * stages,
+                   weight_grad=spec.weight_grad[:1] * stages, parameters=spec.parameters[:1] * stages,
                    order=None)
 
 
@@ -159,24 +179,108 @@ def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> Pipel
     return replace(ast, settings=tuple(settings), orders=())
 
 
-def compile_auto(spec: PipelineSpec) -> Compiled:
-    """`schedule = auto`: compile every family that fits the pipeline (and its memory limit),
-    each running the same model (`with_family`'s same_model), and keep the one with the shortest
-    simulated step (ties: the earlier family in FAMILIES)."""
+def _shortest(variants) -> tuple[Compiled | None, float | None, list[str]]:
+    """Compile each (label, make spec) and keep the shortest simulated step (ties: the first);
+    the reasons the others failed, each as `label: message`."""
     from .simulate import simulate
 
     best, best_time, reasons = None, None, []
-    for family in FAMILIES:
+    for label, make in variants:
         try:
-            compiled = compile_spec(with_family(spec, family))
+            compiled = compile_spec(make())
         except SchedError as error:
-            reasons.append(f"{family}: {error.diagnostics[0].message}")
+            reasons.append(f"{label}: {error.diagnostics[0].message}")
             continue
         makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
-        if best_time is None or makespan < best_time:
+        if best_time is None or makespan < best_time - 1e-9:
             best, best_time = compiled, makespan
+    return best, best_time, reasons
+
+
+AUTO_SEARCH_TIME = 0.5  # seconds of search `auto` spends unless the file sets search_time
+AUTO_SEARCH_MAX_OPS = 20_000  # above this, `auto` searches only when the file sets search_time
+
+
+def compile_auto(spec: PipelineSpec) -> Compiled:
+    """`schedule = auto`: compile every family that fits the pipeline (and its memory limit),
+    each running the same model (`with_family`'s same_model), keep the one with the shortest
+    simulated step (ties: the earlier family in FAMILIES), then let the search (seeded with the
+    families) try to beat it on that family's placement, within AUTO_SEARCH_TIME unless the file
+    sets `search_time`."""
+    best, best_time, reasons = _shortest((family, lambda f=family: with_family(spec, f))
+                                         for family in FAMILIES)
     if best is None:
         raise SchedError([Diagnostic("schedule = auto: no family fits this pipeline",
                                      spec.source.span("schedule") or spec.source.pipeline,
                                      tuple(Note(r) for r in reasons))])
+    return _searched(spec, best, best_time)
+
+
+def _searched(spec: PipelineSpec, best: Compiled, best_time: float) -> Compiled:
+    from .simulate import simulate
+
+    budget = spec.search_time if spec.source.span("search_time") else AUTO_SEARCH_TIME
+    ops = sum(len(row) for row in best.order.ranks)
+    if ops > AUTO_SEARCH_MAX_OPS and not spec.source.span("search_time"):
+        return best  # a large pipeline: the families only, unless the file asks for a search
+    try:
+        searching = replace(with_family(spec, "search"), search_time=budget,
+                            placements=(best.spec.placement,))
+        found = compile_spec(searching)
+    except SchedError:
+        return best
+    makespan = simulate(found.spec, found.dag, found.plan).makespan
+    return found if makespan < best_time - 1e-9 else best
+
+
+# ---- schedules found by the optimizer (schedc.search) -------------------------------------------
+
+def compile_search(spec: PipelineSpec) -> Compiled:
+    """`schedule = search` or `optimal`: the optimizer's order, then the passes every plan takes;
+    `placement = any` compiles each placement (the same model) and keeps the shortest."""
+    from .search.driver import find_order
+    from .simulate import simulate
+
+    if spec.placements:
+        return _best_placement(spec)
+    dag = build_dag(spec)
+    result = find_order(spec, dag)
+    order = ComputeOrder(result.rows, result.pairs)
+    plan = lower_comm(spec, dag, fuse_overlap(order, spec.overlap))
+    _raise_problems(spec, plan.ranks, verify_plan(spec, dag, plan), located=False)
+    simulate(spec, dag, plan)  # a plan the simulator cannot run is a bug: fail here, not later
+    return Compiled(spec, dag, order, plan, result)
+
+
+def _best_placement(spec: PipelineSpec) -> Compiled:
+    best, _time, reasons = _shortest((f"placement = {placement}", lambda p=placement: with_placement(spec, p))
+                                     for placement in spec.placements)
+    if best is None:
+        raise SchedError([Diagnostic(f"placement = any: no placement can run this pipeline "
+                                     f"({'; '.join(reasons)})",
+                                     spec.source.span("placement") or spec.source.pipeline)])
     return best
+
+
+def with_placement(spec: PipelineSpec, placement: str) -> PipelineSpec:
+    """`spec` on another placement, the same model: with k times as many stages, each stage's
+    costs, activation and parameters are divided by k (as `with_family` does)."""
+    ast = spec.source.ast
+    if ast is not None:
+        settings = [s for s in ast.settings if s.key not in ("placement", "chunks", "schedule")]
+        where = ast.name_span
+        settings += [Setting("placement", placement, where, where, where),
+                     Setting("schedule", spec.schedule, where, where, where)]
+        new = check_pipeline(replace(ast, settings=tuple(settings), orders=()))
+        new = replace(new, split_backward=spec.split_backward, overlap=spec.overlap,
+                      search_time=spec.search_time, seed=spec.seed)
+    else:
+        chunks = {"interleaved": 2, "v": 2}.get(placement, 1)
+        stages = spec.ranks * chunks
+        new = replace(spec, placement=placement, chunks=chunks, placements=(),
+                      costs=spec.costs[:1] * stages, activations=spec.activations[:1] * stages,
+                      weight_grad=spec.weight_grad[:1] * stages,
+                      parameters=spec.parameters[:1] * stages)
+    if new.num_stages == spec.num_stages:
+        return new
+    return scale_stages(new, spec.num_stages / new.num_stages)

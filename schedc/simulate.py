@@ -140,7 +140,7 @@ def _timeline(spec, plan, nodes, start, end, cause) -> Timeline:
     for rank, row in enumerate(plan.ranks):
         busy = busy_of[rank]
         compute = tuple(x for x in row if x.is_compute)
-        ranks.append(RankStats(rank, busy, makespan - busy, peak_activations(spec, compute)))
+        ranks.append(RankStats(rank, busy, makespan - busy, peak_activations(spec, compute, rank)))
     path, n = [], max(range(len(nodes)), key=lambda k: end[k], default=-1)
     while n >= 0:
         path.append(slots[n])

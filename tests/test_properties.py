@@ -49,7 +49,7 @@ def test_compute_ops_appear_once_each_in_every_family():
         assert len(seen) == len(set(seen))
 
 
-def test_auto_picks_the_shortest_fitting_family_for_the_same_model():
+def test_auto_is_never_slower_than_the_shortest_fitting_family_for_the_same_model():
     from dataclasses import replace
 
     from schedc.compiler import with_family
@@ -61,8 +61,9 @@ def test_auto_picks_the_shortest_fitting_family_for_the_same_model():
             makespans[family] = run(with_family(spec, family))[1].makespan
         except SchedError:
             pass
-    assert run(best.spec)[1].makespan == min(makespans.values())
-    assert makespans[best.spec.schedule] == min(makespans.values())
+    assert run(best.spec)[1].makespan <= min(makespans.values())  # the search may beat them all
+    if best.spec.schedule in makespans:
+        assert makespans[best.spec.schedule] == min(makespans.values())
 
 
 def test_same_model_scaling_keeps_total_work():

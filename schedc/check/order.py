@@ -93,12 +93,17 @@ def _check_memory(spec: PipelineSpec, rows) -> list[Problem]:
         return []
     problems = []
     for rank, row in enumerate(rows):
-        for index, (during, _after) in enumerate(activation_steps(spec, row)):
+        for index, (during, _after) in enumerate(activation_steps(spec, row, rank)):
             if during > spec.memory_limit:
-                problems.append(Problem("memory", f"rank {rank} holds {during:g} activations here, "
+                problems.append(Problem("memory", f"rank {rank} holds {during:g} {_what(spec)} here, "
                                         f"over the limit of {spec.memory_limit:g}", (rank, index)))
                 break
     return problems
+
+
+def _what(spec: PipelineSpec) -> str:
+    """How a memory figure is named: activations, or memory once parameters count."""
+    return "units of memory" if spec.parameters and any(spec.parameters) else "activations"
 
 
 def _cycle_problem(spec, rows, nodes: list[Where], successors, stuck: list[int]) -> Problem:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..compiler import compile_spec, with_family
 from ..errors import Diagnostic, SchedError, SourceFile, render_error
 from ..simulate import simulate
-from ..lang.spec import FAMILIES, PipelineSpec, check_pipeline
+from ..lang.spec import FAMILIES, SEARCHES, PipelineSpec, check_pipeline
 from ..lang.syntax import parse_program
 
 
@@ -81,9 +81,10 @@ def _output_format(output: str | None, given: str | None, allowed: tuple[str, ..
 
 def _families(text: str) -> list[str]:
     families = [f.strip() for f in text.split(",") if f.strip()]
-    unknown = [f for f in families if f not in FAMILIES]
+    known = FAMILIES + SEARCHES
+    unknown = [f for f in families if f not in known]
     if unknown:
-        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+        raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(known)})")
     return families
 
 

@@ -11,6 +11,7 @@ from ..ir import format_plan_text, plan_to_json
 from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
 from ..lang.writer import format_pipeline
 from ..schedules.closed_forms import closed_form, parameter_copies
+from ..search.bound import Bound, lower_bound
 from ..simulate import Timeline, simulate
 from ..viz.grid import format_grid
 from .common import _families, _load, family_of, _select, _write, print_error
@@ -48,10 +49,28 @@ def _format_compiled(compiled: Compiled, args) -> str:
     return format_plan_text(compiled.plan)
 
 
-def _timeline_table(spec: PipelineSpec, timeline: Timeline) -> str:
+def _bound_of(compiled: Compiled):
+    """The lower bound of the compiled pipeline; CP-SAT's proven bound when it is higher."""
+    bound = lower_bound(compiled.spec)
+    proven = getattr(compiled.search, "proven_bound", None)
+    if proven is not None and proven > bound.value + 1e-9:
+        return Bound(proven, "CP-SAT's proof, schedule = optimal", bound.parts)
+    return bound
+
+
+def _found_by(compiled: Compiled) -> list[str]:
+    found = compiled.search
+    if found is None:
+        return []
+    return [f"found by      {found.found_by} ({found.evaluations} list schedules, {found.seconds:.1f} s)"]
+
+
+def _timeline_table(compiled: Compiled, timeline: Timeline, bound) -> str:
+    spec = compiled.spec
     lines = [f"pipeline {spec.name}: {spec.schedule}, {spec.ranks} ranks, {spec.microbatches} "
-             f"microbatches, {spec.num_stages * spec.directions} stage replicas",
+             f"microbatches, {spec.num_stages * spec.directions} stage replicas", *_found_by(compiled),
              f"makespan      {timeline.makespan:g}",
+             f"lower bound   {bound.value:g} ({bound.source}); gap {bound.gap(timeline.makespan):.2%}",
              f"bubble        {timeline.bubble:g} (largest idle time of a rank)",
              f"bubble ratio  {timeline.bubble_ratio:.4f} (idle / (ranks x makespan))",
              "", f"{'rank':>4} {'busy':>10} {'idle':>10} {'peak activations':>17}"]
@@ -69,11 +88,16 @@ def cmd_simulate(args) -> int:
     for spec in specs:
         compiled = compile_spec(spec)
         timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+        bound = _bound_of(compiled)
         if args.json:
-            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json()}
+            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json(),
+                   "lower_bound": bound.value, "lower_bound_source": bound.source,
+                   "gap": bound.gap(timeline.makespan)}
+            if compiled.search is not None:
+                obj["found_by"] = compiled.search.found_by
             out.append(json.dumps(obj, indent=1) + "\n")
         else:
-            out.append(_timeline_table(compiled.spec, timeline))
+            out.append(_timeline_table(compiled, timeline, bound))
     sys.stdout.write("\n".join(out))
     return 0
 
@@ -169,6 +193,6 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="the same pipeline under several families, side by side")
     p.add_argument("file")
     p.add_argument("--pipeline")
-    p.add_argument("--schedules", help=f"comma-separated families (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--schedules", help=f"comma-separated families, or search and optimal (default: all of {','.join(FAMILIES)})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

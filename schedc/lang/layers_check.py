@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from ..errors import Note, Span
 from .layers import KINDS, Devices, LayeredStages, LayerModel, check_unique, expand_run
-from .spec import (PipelineSpec, StageCost, _blocks, _err, _suggest, _to_bool, _to_int, _to_number,
-                   _unique)
+from .spec import PipelineSpec, StageCost, _blocks
+from .values import located_error, suggest, to_bool, to_int, to_number, unique_settings
 from .syntax import LayerItem, PipelineAST, Setting
 
 LAYER_KEYS = ("F", "B", "W", "activation", "params", "kind", "starts_stage")
@@ -25,24 +25,24 @@ def with_layers(spec: PipelineSpec, ast: PipelineAST, settings: dict[str, Settin
     """`spec` with its stages cut from the layers block (placeholder: the uniform split)."""
     stages = settings.get("stages")
     if stages is None:
-        raise _err("a layers block describes the model for the partitioner: add `stages = auto` to "
+        raise located_error("a layers block describes the model for the partitioner: add `stages = auto` to "
                    f"pipeline '{ast.name}'", ast.layers[0].span)
     if stages.value.lower() != "auto":
-        raise _err(f"stages takes `auto` (choose the split by the simulated step), got '{stages.value}'",
+        raise located_error(f"stages takes `auto` (choose the split by the simulated step), got '{stages.value}'",
                    stages.value_span)
     if not ast.layers:
-        raise _err("stages = auto needs a `layers { ... }` block describing the model", stages.value_span)
+        raise located_error("stages = auto needs a `layers { ... }` block describing the model", stages.value_span)
     if len(ast.layers) > 1:
-        raise _err("more than one layers block; list every layer in one", ast.layers[1].span,
+        raise located_error("more than one layers block; list every layer in one", ast.layers[1].span,
                    Note("first one here", ast.layers[0].span))
     _only(ast, "cost", ("comm",), "the stage costs come from the layers")
     _only(ast, "memory", ("limit",), "the activations come from the layers")
     model = _model(ast.layers[0].items, ast.layers[0].span)
     if len(model) < spec.num_stages:
-        raise _err(f"{len(model)} layers cannot fill {spec.num_stages} stages ({spec.ranks} ranks, "
+        raise located_error(f"{len(model)} layers cannot fill {spec.num_stages} stages ({spec.ranks} ranks, "
                    f"placement {spec.placement}): each stage needs at least one layer",
                    ast.layers[0].span)
-    min_layers = _to_int(settings["min_stage_layers"]) if "min_stage_layers" in settings else 1
+    min_layers = to_int(settings["min_stage_layers"]) if "min_stage_layers" in settings else 1
     pins = tuple(i for i, layer in enumerate(model.layers) if layer.span in _pinned_spans(ast))
     layered = LayeredStages(model, _devices(ast, spec), tuple(sorted(set(pins) - {0})), min_layers,
                             None, stages.span)
@@ -51,7 +51,7 @@ def with_layers(spec: PipelineSpec, ast: PipelineAST, settings: dict[str, Settin
 
 def _pinned_spans(ast: PipelineAST) -> set[Span]:
     return {item.span for item in ast.layers[0].items
-            for s in item.settings if s.key == "starts_stage" and _to_bool(s)}
+            for s in item.settings if s.key == "starts_stage" and to_bool(s)}
 
 
 def _only(ast: PipelineAST, kind: str, keys: tuple[str, ...], why: str) -> None:
@@ -60,26 +60,26 @@ def _only(ast: PipelineAST, kind: str, keys: tuple[str, ...], why: str) -> None:
             continue
         for s in block.settings:
             if s.key not in keys:
-                raise _err(f"with stages = auto {why}: a {kind} block may set only "
+                raise located_error(f"with stages = auto {why}: a {kind} block may set only "
                            f"{', '.join(keys)}", s.key_span)
         if block.overrides:
-            raise _err(f"with stages = auto {why}: no per-stage {kind} overrides", block.overrides[0].span)
+            raise located_error(f"with stages = auto {why}: no per-stage {kind} overrides", block.overrides[0].span)
 
 
 def _model(items: tuple[LayerItem, ...], span: Span) -> LayerModel:
     total, layers = sum(item.repeat for item in items), []
     for item in items:
         if item.repeat < 1:
-            raise _err("a run of layers repeats at least once", item.repeat_span)
-        values = _unique(item.settings, f" in layer '{item.name}'")
+            raise located_error("a run of layers repeats at least once", item.repeat_span)
+        values = unique_settings(item.settings, f" in layer '{item.name}'")
         for key, s in values.items():
             if key not in LAYER_KEYS:
-                raise _err(f"unknown layer setting '{key}'{_suggest(key, LAYER_KEYS)} (known: "
+                raise located_error(f"unknown layer setting '{key}'{suggest(key, LAYER_KEYS)} (known: "
                            f"{', '.join(LAYER_KEYS)})", s.key_span)
-        numbers = {k: _to_number(s) for k, s in values.items() if k not in ("kind", "starts_stage")}
+        numbers = {k: to_number(s) for k, s in values.items() if k not in ("kind", "starts_stage")}
         kind = values.get("kind")
         if kind is not None and kind.value not in KINDS:
-            raise _err(f"kind is one of {', '.join(KINDS)} (Megatron's layout letters: embedding, "
+            raise located_error(f"kind is one of {', '.join(KINDS)} (Megatron's layout letters: embedding, "
                        f"transformer block, MTP, loss), got '{kind.value}'", kind.value_span)
         layers += expand_run(item.name, item.repeat, numbers, kind.value if kind else None, item.span,
                              len(layers), total)
@@ -93,25 +93,25 @@ def _devices(ast: PipelineAST, spec: PipelineSpec) -> Devices:
     rows = [dict(base) for _ in range(spec.ranks)]
     if block is None:
         return Devices(tuple(r["speed"] for r in rows), tuple(r["limit"] for r in rows))
-    for key, s in _unique(block.settings, " in the devices block").items():
+    for key, s in unique_settings(block.settings, " in the devices block").items():
         for row in rows:
             row[key] = _device_value(s)
     for override in block.overrides:
-        values = _unique(override.settings, " in this rank block")
+        values = unique_settings(override.settings, " in this rank block")
         for rank, span in override.stages:
             if rank >= spec.ranks:
-                raise _err(f"rank {rank} does not exist: this pipeline has ranks 0..{spec.ranks - 1}", span)
+                raise located_error(f"rank {rank} does not exist: this pipeline has ranks 0..{spec.ranks - 1}", span)
             rows[rank].update({k: _device_value(s) for k, s in values.items()})
     return Devices(tuple(r["speed"] for r in rows), tuple(r["limit"] for r in rows), block.span)
 
 
 def _device_value(s: Setting) -> float:
     if s.key not in DEVICE_KEYS:
-        raise _err(f"unknown device setting '{s.key}'{_suggest(s.key, DEVICE_KEYS)} (known: "
+        raise located_error(f"unknown device setting '{s.key}'{suggest(s.key, DEVICE_KEYS)} (known: "
                    f"{', '.join(DEVICE_KEYS)})", s.key_span)
-    value = _to_number(s)
+    value = to_number(s)
     if s.key == "speed" and not value > 0:
-        raise _err(f"a device speed must be > 0 (a relative speed: 2 = twice as fast), got {s.value}",
+        raise located_error(f"a device speed must be > 0 (a relative speed: 2 = twice as fast), got {s.value}",
                    s.value_span)
     return value
 

@@ -7,24 +7,29 @@ in `SpecSource` (not part of equality) so later passes can point at the user's t
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 
 from ..errors import Diagnostic, Note, SchedError, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
 from .layers import LayeredStages
 from .syntax import Block, OrderItem, PipelineAST, Setting
+from .values import (located_error, search_settings, to_bool, to_choice, to_int, to_memory_number,
+                     to_number, unique_settings, unknown_key)
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
-SCHEDULES = FAMILIES + ("auto", "manual")
+SEARCHES = ("search", "optimal")  # found by schedc.search, not handcrafted
+SCHEDULES = FAMILIES + ("auto", "manual") + SEARCHES
 PLACEMENTS = ("linear", "interleaved", "v", "bidirectional")
+OPTIMAL_TIME = 60.0  # schedule = optimal: the solver's default time budget (seconds)
+ANY_PLACEMENT = "any"  # schedule = search/optimal/auto: try every placement
 
 # The placement each family runs on, and whether it needs the backward split into I and W.
 FAMILY_PLACEMENT = {"gpipe": "linear", "1f1b": "linear", "interleaved": "interleaved",
                     "zb-h1": "linear", "zb-h2": "linear", "zbv": "v", "dualpipe": "bidirectional",
-                    "dualpipev": "v", "manual": "linear", "auto": "linear"}
-SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev"})
-OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev"})
+                    "dualpipev": "v", "manual": "linear", "auto": "linear", "search": "linear",
+                    "optimal": "linear"}
+SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev", "search", "optimal"})
+OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev", "search"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,11 @@ class PipelineSpec:
     memory_limit: float | None = None
     order: tuple[tuple[Instr, ...], ...] | None = None
     source: SpecSource = field(default=SpecSource(), compare=False, hash=False)
+    weight_grad: tuple[float, ...] = ()  # per stage: fraction of the activation kept from I until W
+    parameters: tuple[float, ...] = ()  # per stage replica: parameter (and optimizer) memory
+    search_time: float = 3.0  # schedule = search/optimal: the time budget in seconds
+    seed: int = 0  # schedule = search: the seed of its random generator
+    placements: tuple[str, ...] = ()  # placement = any: the placements the search may choose from
     layers: LayeredStages | None = None  # stages = auto: the layers the stages are cut from
 
     @property
@@ -136,85 +146,27 @@ def spec_to_json(spec: PipelineSpec) -> dict:
         "costs": [{"F": c.forward, "B": c.backward, "W": c.weight, "F&B": c.overlap_cost, "comm": c.comm}
                   for c in spec.costs],
         "activations": list(spec.activations), "memory_limit": spec.memory_limit,
+        **({"weight_grad": list(spec.weight_grad)} if spec.weight_grad else {}),
+        **({"parameters": list(spec.parameters)} if spec.parameters else {}),
     }
 
 
 # ---- checking an AST into a spec --------------------------------------------------------------
 
 _TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap",
-             "stages", "min_stage_layers")
+             "search_time", "seed", "stages", "min_stage_layers")
 _COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
-_MEMORY_KEYS = ("activation", "limit")
-_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
-
-
-def _err(message: str, span: Span | None, *notes: Note) -> SchedError:
-    return SchedError([Diagnostic(message, span, tuple(notes))])
-
-
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _unknown_key(setting: Setting, known, where: str) -> SchedError:
-    return _err(f"unknown {where} setting '{setting.key}'{_suggest(setting.key, known)} "
-                f"(known: {', '.join(known)})", setting.key_span)
-
-
-def _to_int(setting: Setting, minimum: int = 1) -> int:
-    try:
-        value = int(setting.value)
-    except ValueError:
-        raise _err(f"{setting.key} must be a whole number, got '{setting.value}'", setting.value_span) from None
-    if value < minimum:
-        raise _err(f"{setting.key} must be at least {minimum}, got {value}", setting.value_span)
-    return value
-
-
-def _to_number(setting: Setting) -> float:
-    try:
-        value = float(setting.value)
-    except ValueError:
-        raise _err(f"{setting.key} must be a number, got '{setting.value}'", setting.value_span) from None
-    if value < 0 or value != value or value == float("inf"):
-        raise _err(f"{setting.key} must be a finite number >= 0, got '{setting.value}'", setting.value_span)
-    return int(value) if value.is_integer() else value
-
-
-def _to_bool(setting: Setting) -> bool:
-    word = setting.value.lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise _err(f"{setting.key} must be true or false, got '{setting.value}'", setting.value_span)
-
-
-def _to_choice(setting: Setting, choices) -> str:
-    word = setting.value.lower()
-    if word not in choices:
-        raise _err(f"unknown {setting.key} '{setting.value}'{_suggest(word, choices)} "
-                   f"(one of: {', '.join(choices)})", setting.value_span)
-    return word
-
-
-def _unique(settings, what: str) -> dict[str, Setting]:
-    seen: dict[str, Setting] = {}
-    for s in settings:
-        if s.key in seen:
-            raise _err(f"{s.key} is set twice{what}", s.key_span,
-                       Note("first set here", seen[s.key].key_span))
-        seen[s.key] = s
-    return seen
+_MEMORY_KEYS = ("activation", "limit", "weight_grad", "parameters")
 
 
 def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
-    settings = _unique(ast.settings, "")
+    settings = unique_settings(ast.settings, "")
     for s in settings.values():
         if s.key not in _TOP_KEYS:
-            raise _unknown_key(s, _TOP_KEYS, "pipeline")
+            raise unknown_key(s, _TOP_KEYS, "pipeline")
     for key in ("ranks", "microbatches"):
         if key not in settings:
-            raise _err(f"pipeline '{ast.name}' does not say how many {key} it has; add `{key} = N`",
+            raise located_error(f"pipeline '{ast.name}' does not say how many {key} it has; add `{key} = N`",
                        ast.name_span)
     return settings
 
@@ -222,7 +174,7 @@ def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
 def _blocks(ast: PipelineAST, kind: str) -> Block | None:
     found = [b for b in ast.blocks if b.kind == kind]
     if len(found) > 1:
-        raise _err(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
+        raise located_error(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
                    Note("first one here", found[0].span))
     return found[0] if found else None
 
@@ -231,19 +183,19 @@ def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults:
     """Per-stage dictionaries: the block's defaults, then each `stage N { }` override."""
     base = dict(defaults)
     if block is not None:
-        for key, s in _unique(block.settings, f" in the {block.kind} block").items():
+        for key, s in unique_settings(block.settings, f" in the {block.kind} block").items():
             if key not in keys:
-                raise _unknown_key(s, keys, block.kind)
+                raise unknown_key(s, keys, block.kind)
             base[key] = convert(s)
     per_stage = [dict(base) for _ in range(num_stages)]
     for override in (block.overrides if block else ()):
-        values = _unique(override.settings, " in this stage block")
+        values = unique_settings(override.settings, " in this stage block")
         for key, s in values.items():
             if key not in keys or key == "limit":
-                raise _unknown_key(s, [k for k in keys if k != "limit"], f"per-stage {block.kind}")
+                raise unknown_key(s, [k for k in keys if k != "limit"], f"per-stage {block.kind}")
         for stage, span in override.stages:
             if stage >= num_stages:
-                raise _err(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}",
+                raise located_error(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}",
                            span)
             per_stage[stage].update({k: convert(s) for k, s in values.items()})
     return per_stage
@@ -251,39 +203,51 @@ def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults:
 
 def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
     block = _blocks(ast, "cost")
-    rows = _stage_values(block, tuple(_COST_KEYS), num_stages, _to_number, {})
+    rows = _stage_values(block, tuple(_COST_KEYS), num_stages, to_number, {})
     costs = []
     for stage, row in enumerate(rows):
         cost = StageCost(**{_COST_KEYS[k]: v for k, v in row.items()})
         if split and cost.weight > cost.backward:
-            raise _err(f"stage {stage}: W = {cost.weight} is larger than the full backward "
+            raise located_error(f"stage {stage}: W = {cost.weight} is larger than the full backward "
                        f"B = {cost.backward}; B is the full backward (I + W), so W <= B",
                        block.span if block else ast.name_span)
         costs.append(cost)
     return tuple(costs)
 
 
-def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None, Span | None]:
-    """Activation size per stage, the per-rank limit (None: no limit), and where the limit is."""
+def _memory(ast: PipelineAST, num_stages: int) -> tuple[dict, float | None, Span | None]:
+    """Per-stage memory figures (activation, weight_grad, parameters: tuples, the last two empty
+    when never set), the per-rank limit (None: no limit), and where the limit is."""
     block = _blocks(ast, "memory")
-    rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_number, {"activation": 1})
+    rows = _stage_values(block, _MEMORY_KEYS, num_stages, to_memory_number,
+                         {"activation": 1, "weight_grad": 1, "parameters": 0})
     limit = rows[0].get("limit") if rows else None
     limit_span = next((s.span for s in block.settings if s.key == "limit"), None) if block else None
-    return tuple(row["activation"] for row in rows), limit, limit_span
+    figures = {key: tuple(row[key] for row in rows) for key in ("activation", "weight_grad", "parameters")}
+    for key, default in (("weight_grad", 1), ("parameters", 0)):
+        if all(v == default for v in figures[key]):
+            figures[key] = ()
+    return figures, limit, limit_span
 
 
 def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
     placement = FAMILY_PLACEMENT[schedule]
+    if "placement" in settings and settings["placement"].value.lower() == ANY_PLACEMENT:
+        if schedule not in SEARCHES + ("auto",):
+            raise located_error(f"placement = any lets the optimizer choose the placement; it needs schedule "
+                       f"= search, optimal or auto (schedule is {schedule})",
+                       settings["placement"].value_span)
+        return "linear", 1
     if "placement" in settings:
-        placement = _to_choice(settings["placement"], PLACEMENTS)
+        placement = to_choice(settings["placement"], PLACEMENTS)
     chunks = {"linear": 1, "bidirectional": 1, "v": 2, "interleaved": 2}[placement]
     if "chunks" in settings:
-        chunks = _to_int(settings["chunks"])
+        chunks = to_int(settings["chunks"])
         if placement != "interleaved" and chunks != {"v": 2}.get(placement, 1):
-            raise _err(f"chunks = {chunks} only applies to placement = interleaved "
+            raise located_error(f"chunks = {chunks} only applies to placement = interleaved "
                        f"(placement is {placement})", settings["chunks"].value_span)
         if placement == "interleaved" and chunks < 2:
-            raise _err("interleaved placement needs chunks >= 2", settings["chunks"].value_span)
+            raise located_error("interleaved placement needs chunks >= 2", settings["chunks"].value_span)
     return placement, chunks
 
 
@@ -292,7 +256,7 @@ MAX_OPS = 3_000_000  # stage-microbatch pairs x 3 ops; DualPipe 64 x 512 has 98,
 
 def _check_size(settings: dict[str, Setting], stage_microbatches: int) -> None:
     if 3 * stage_microbatches > MAX_OPS:
-        raise _err(f"this pipeline has {stage_microbatches:,} stage-microbatch pairs; schedc "
+        raise located_error(f"this pipeline has {stage_microbatches:,} stage-microbatch pairs; schedc "
                    f"handles up to {MAX_OPS // 3:,} (is a number mistyped?)",
                    settings["microbatches"].value_span)
 
@@ -301,33 +265,39 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     """Check one pipeline's AST and build its spec; raises `SchedError` on the first problem."""
     settings = _top_settings(ast)
     if len(ast.orders) > 1:
-        raise _err("more than one order block; write every rank in one `order { }`",
+        raise located_error("more than one order block; write every rank in one `order { }`",
                    ast.orders[1].span, Note("first one here", ast.orders[0].span))
     schedule = "manual" if ast.orders else "1f1b"
     if "schedule" in settings:
-        schedule = _to_choice(settings["schedule"], SCHEDULES)
+        schedule = to_choice(settings["schedule"], SCHEDULES)
         if ast.orders and schedule != "manual":
-            raise _err(f"schedule = {schedule} and a hand-written order both given; remove one "
+            raise located_error(f"schedule = {schedule} and a hand-written order both given; remove one "
                        "(or write `schedule = manual`)", settings["schedule"].value_span,
                        Note("the order is here", ast.orders[0].span))
         if schedule == "manual" and not ast.orders:
-            raise _err("schedule = manual needs an `order { rank 0: ... }` block",
+            raise located_error("schedule = manual needs an `order { rank 0: ... }` block",
                        settings["schedule"].value_span)
-    ranks, microbatches = _to_int(settings["ranks"]), _to_int(settings["microbatches"])
+    ranks, microbatches = to_int(settings["ranks"]), to_int(settings["microbatches"])
     placement, chunks = _placement(settings, schedule)
     _check_size(settings, ranks * chunks * microbatches)
     split = schedule in SPLIT_FAMILIES
     if "split_backward" in settings:
-        split = _to_bool(settings["split_backward"])
-    overlap = _to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
+        split = to_bool(settings["split_backward"])
+    overlap = to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
     num_stages = ranks * chunks
-    activations, limit, limit_span = _memory(ast, num_stages)
+    memory, limit, limit_span = _memory(ast, num_stages)
+    searching = search_settings(settings)
+    if schedule == "optimal" and "search_time" not in searching:
+        searching["search_time"] = OPTIMAL_TIME
+    if "placement" in settings and settings["placement"].value.lower() == ANY_PLACEMENT:
+        searching["placements"] = PLACEMENTS
     spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
     source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
-                        _costs(ast, num_stages, split), activations, limit, None, source)
+                        _costs(ast, num_stages, split), memory["activation"], limit, None, source,
+                        memory["weight_grad"], memory["parameters"], **searching)
     if placement == "bidirectional" and microbatches % 2:
-        raise _err(f"a bidirectional pipeline splits its microbatches between two directions, so "
+        raise located_error(f"a bidirectional pipeline splits its microbatches between two directions, so "
                    f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
     if ast.layers or "stages" in settings:
         from .layers_check import with_layers
@@ -340,10 +310,10 @@ def _with_order(spec: PipelineSpec, ast: PipelineAST) -> PipelineSpec:
     tokens, line_spans = [], []
     for line in ast.orders[0].lines:
         if line.rank >= spec.ranks:
-            raise _err(f"rank {line.rank} does not exist: ranks = {spec.ranks}{at(spec.source.span('ranks'))} "
+            raise located_error(f"rank {line.rank} does not exist: ranks = {spec.ranks}{at(spec.source.span('ranks'))} "
                        f"(ranks are 0..{spec.ranks - 1})", line.rank_span)
         if line.rank in lines:
-            raise _err(f"rank {line.rank} has two order lines; write each rank once", line.rank_span)
+            raise located_error(f"rank {line.rank} has two order lines; write each rank once", line.rank_span)
         lines[line.rank] = line.items
         line_spans.append((line.rank, line.rank_span))
         for index, item in enumerate(line.items):
@@ -360,36 +330,36 @@ def _check_token(spec: PipelineSpec, rank: int, item: OrderItem) -> None:
     for part in parts:
         if part.kind is OpKind.GRAD_SUM:
             if spec.placement != "bidirectional":
-                raise _err("GRAD_SUM only exists in bidirectional pipelines (two replicas per stage)",
+                raise located_error("GRAD_SUM only exists in bidirectional pipelines (two replicas per stage)",
                            item.span)
         else:
             _check_op_fields(spec, rank, part, item.span)
         if part.peer >= spec.ranks:
-            raise _err(f"peer rank {part.peer} does not exist: ranks = {spec.ranks}"
+            raise located_error(f"peer rank {part.peer} does not exist: ranks = {spec.ranks}"
                        f"{at(spec.source.span('ranks'))}", item.span)
     if instr.kind is OpKind.OVERLAP:
         kinds = tuple(p.kind for p in parts)
         if kinds[0] is not OpKind.F or kinds[1] not in (OpKind.B, OpKind.I):
-            raise _err("an overlapped pair is a forward and a backward, written F...&B... "
+            raise located_error("an overlapped pair is a forward and a backward, written F...&B... "
                        f"(got {instr})", item.span)
 
 
 def _check_op_fields(spec: PipelineSpec, rank: int, op: Instr, span: Span) -> None:
     if op.direction and spec.directions == 1:
-        raise _err(f"'{op}' names the second direction (trailing r), but placement = "
+        raise located_error(f"'{op}' names the second direction (trailing r), but placement = "
                    f"{spec.placement} has one direction", span)
     if op.stage >= spec.num_stages:
-        raise _err(f"stage {op.stage} used on rank {rank}, but this pipeline has stages "
+        raise located_error(f"stage {op.stage} used on rank {rank}, but this pipeline has stages "
                    f"0..{spec.num_stages - 1} (ranks = {spec.ranks}{at(spec.source.span('ranks'))}, "
                    f"placement {spec.placement})", span)
     mb_count = spec.microbatches_per_direction
     if op.microbatch >= mb_count:
         per = " per direction" if spec.directions == 2 else ""
-        raise _err(f"microbatch {op.microbatch} used on rank {rank}, but there are {mb_count} "
+        raise located_error(f"microbatch {op.microbatch} used on rank {rank}, but there are {mb_count} "
                    f"microbatches{per} (microbatches = {spec.microbatches}"
                    f"{at(spec.source.span('microbatches'))}), numbered 0..{mb_count - 1}", span)
     if op.kind in (OpKind.I, OpKind.W) and not spec.split_backward:
-        raise _err(f"'{op}' is a split backward op, but split_backward is off; "
+        raise located_error(f"'{op}' is a split backward op, but split_backward is off; "
                    "add `split_backward = true` or write B", span)
     if op.kind in COMPUTE and op.kind not in BACKWARD | {OpKind.F}:
-        raise _err(f"unknown op '{op}'", span)
+        raise located_error(f"unknown op '{op}'", span)

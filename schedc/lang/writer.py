@@ -41,6 +41,8 @@ def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | No
         lines.append(f"    limit = {spec.memory_limit:g}")
     lines += [f"    stage {s} {{ activation = {a:g} }}" for s, a in enumerate(spec.activations)
               if a != spec.activations[0]]
+    for key, values in (("weight_grad", spec.weight_grad), ("parameters", spec.parameters)):
+        lines += [f"    stage {s} {{ {key} = {v:g} }}" for s, v in enumerate(values)]
     lines.append("  }")
     if rows is not None:
         lines.append("  order {")

@@ -1,5 +1,15 @@
-"""Schedules found, not handcrafted: the optimizer's room (search, the exact solver, lower bounds).
+"""The optimizer: schedules found, not handcrafted, under a memory limit, and how far from optimal.
 
-May import the ground floor (errors, ir, dag), lang/, schedules/, passes/, check/ and simulate.
-Must not import cli/, viz/, interop/ or backends/, nor torch. Empty until the optimizer lands.
+- `problem`: a pipeline as flat integer-indexed arrays (ops, ranks, durations, dependencies,
+  memory per op) that the hot loops read.
+- `evaluate`: the fast evaluator of a fixed per-rank order (cross-checked against `simulate`).
+- `listsched`: a priority list scheduler (Giffler-Thompson active schedules) under the memory limit.
+- `local`: the search itself: family seeds, priority rules, seeded local search within a time budget.
+- `bound`: a lower bound on any plan's makespan, and the smallest memory limit any plan can meet.
+- `exact`: the exact model for OR-Tools CP-SAT (optional: `pip install schedc[optimal]`).
+
+May import the ground floor (errors, ir, dag), lang/, schedules/ (the families, as seeds),
+passes/, check/ and simulate; the compiler imports it (`schedule = search`, `optimal`, `auto`), so
+it never imports the compiler. Must not import cli/, viz/, interop/ or backends/, nor torch.
+`ortools` is imported lazily, only by `exact`.
 """
