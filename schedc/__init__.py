@@ -16,7 +16,7 @@ from .errors import SchedError, SourceFile, render_error
 from .ir import Instr, OpKind, Plan, format_plan_text
 from .simulate import Timeline
 from .simulate import simulate as _simulate
-from .lang.spec import PipelineSpec, check_pipeline
+from .lang.spec import PipelineSpec, check_program
 from .lang.syntax import parse_program
 
 __all__ = ["parse", "load", "compile", "simulate", "Compiled", "PipelineSpec", "Plan", "Instr",
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
     """Parse and check .sched text; one `PipelineSpec` per `pipeline` block."""
-    return [check_pipeline(p) for p in parse_program(text, file).pipelines]
+    return check_program(parse_program(text, file))
 
 
 def load(path: str | Path) -> list[PipelineSpec]:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from ..compiler import compile_spec
-from ..errors import Diagnostic, SchedError, SourceFile, render_error
+from ..errors import Diagnostic, SchedError, SourceFile, Span, render_error
 from ..simulate import simulate
-from ..lang.spec import FAMILIES, PipelineSpec, check_pipeline
+from ..lang.spec import FAMILIES, PipelineSpec, check_program
 from ..lang.syntax import parse_program
 
 
@@ -16,20 +16,37 @@ class UsageError(Exception):
     """A problem with the command line or the files it names (not with .sched text)."""
 
 
-def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
+def read_input(path: str) -> str:
+    """The text of an input file. An unreadable file is a `UsageError` naming it and the cause;
+    bytes that are not UTF-8 are a `SchedError` at their line and column."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        error = SchedError([Diagnostic(f"this file is not UTF-8 text: byte 0x{data[exc.start]:02x} "
+                                       "cannot start or continue a character; save it as UTF-8",
+                                       Span(path, line, col, line, col + 1))])
+        error.source = SourceFile(path, data.decode("utf-8", errors="replace"))
+        raise error from None
+
+
+def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
+    text = read_input(path)
     source = SourceFile(path, text)
     try:
-        specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+        specs = check_program(parse_program(text, path))
+        if not specs:
+            raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
+                                         "microbatches = 8 schedule = 1f1b }`", Span(path, 1, 1, 1, 2))])
     except SchedError as error:
         error.source = source
         raise
-    if not specs:
-        raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
-                                     "microbatches = 8 schedule = 1f1b }`", None)])
     return source, specs
 
 

@@ -17,6 +17,7 @@ import re
 from ..errors import Diagnostic, SchedError, Span
 from ..ir import Instr, OpKind, Plan
 from ..lang.spec import PipelineSpec, SpecSource, StageCost
+from ..lang.syntax import bounded_int, shorten
 
 PLACEMENTS = {"loop": "interleaved", "v": "v"}
 
@@ -61,19 +62,20 @@ def _parse_action(text: str, span: Span) -> Instr | None:
     if overlap:
         parts = [_parse_action(t.strip(), span) for t in overlap.group(1).split(";")]
         if len(parts) != 2 or parts[0] is None or parts[1] is None or parts[0].kind is not OpKind.F:
-            raise SchedError([Diagnostic(f"'{text}': an OVERLAP_F_B holds one forward and one "
+            raise SchedError([Diagnostic(f"'{shorten(text)}': an OVERLAP_F_B holds one forward and one "
                                          "backward, as in (0F3;3B1)OVERLAP_F_B", span)])
         return Instr.overlap(parts[0], parts[1])
     match = _ACTION.fullmatch(text)
     if not match:
-        raise SchedError([Diagnostic(f"unknown action '{text}'; PyTorch actions look like 0F1, 2I3, "
+        raise SchedError([Diagnostic(f"unknown action '{shorten(text)}'; PyTorch actions look like 0F1, 2I3, "
                                      "1W0, 0B2, (0F3;3B1)OVERLAP_F_B or 0SEND_F1", span)])
     stage, kind, microbatch = match.groups()
     if kind in _SKIPPED:
         return None
     if not microbatch:
-        raise SchedError([Diagnostic(f"'{text}' has no microbatch number", span)])
-    return Instr(OpKind(kind), 0, int(stage), int(microbatch))
+        raise SchedError([Diagnostic(f"'{shorten(text)}' has no microbatch number", span)])
+    return Instr(OpKind(kind), 0, bounded_int(stage, span, f"in '{shorten(text)}', the stage"),
+                 bounded_int(microbatch, span, f"in '{shorten(text)}', the microbatch"))
 
 
 def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = None,
@@ -84,7 +86,7 @@ def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = Non
     largest one used, plus one) is checked when given."""
     if placement not in PLACEMENTS:
         raise SchedError([Diagnostic(f"placement '{placement}' is not one PyTorch uses; choose loop or v")])
-    lines = text.splitlines()
+    lines = [line.rstrip("\r") for line in text.split("\n")]  # rows as the error display counts them
     while lines and not lines[-1].strip():
         lines.pop()
     if ranks is not None and len(lines) != ranks:

@@ -7,12 +7,14 @@ in `SpecSource` (not part of equality) so later passes can point at the user's t
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 
-from ..errors import Diagnostic, Note, SchedError, Span, at
+from ..errors import Note, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
-from .syntax import Block, OrderItem, PipelineAST, Setting
+from .costs import StageCost, check_costs
+from .syntax import Block, OrderItem, PipelineAST, ProgramAST, Setting
+from .values import (_check_stage_exists, _err, _to_bool, _to_choice, _to_int, _to_number, _unique,
+                     _unknown_key, find_block)
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
 SCHEDULES = FAMILIES + ("auto", "manual")
@@ -24,25 +26,6 @@ FAMILY_PLACEMENT = {"gpipe": "linear", "1f1b": "linear", "interleaved": "interle
                     "dualpipev": "v", "manual": "linear", "auto": "linear"}
 SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev"})
 OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev"})
-
-
-@dataclass(frozen=True, slots=True)
-class StageCost:
-    """Time of each op kind on one stage. `backward` is the full backward B = I + W."""
-
-    forward: float = 1
-    backward: float = 2
-    weight: float = 1
-    overlap: float | None = None  # F&B; None means forward + backward (no gain)
-    comm: float = 0  # transfer time of this stage's output (activation or gradient)
-
-    @property
-    def input_grad(self) -> float:
-        return self.backward - self.weight
-
-    @property
-    def overlap_cost(self) -> float:
-        return self.forward + self.backward if self.overlap is None else self.overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,68 +123,7 @@ def spec_to_json(spec: PipelineSpec) -> dict:
 # ---- checking an AST into a spec --------------------------------------------------------------
 
 _TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap")
-_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
 _MEMORY_KEYS = ("activation", "limit")
-_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
-
-
-def _err(message: str, span: Span | None, *notes: Note) -> SchedError:
-    return SchedError([Diagnostic(message, span, tuple(notes))])
-
-
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _unknown_key(setting: Setting, known, where: str) -> SchedError:
-    return _err(f"unknown {where} setting '{setting.key}'{_suggest(setting.key, known)} "
-                f"(known: {', '.join(known)})", setting.key_span)
-
-
-def _to_int(setting: Setting, minimum: int = 1) -> int:
-    try:
-        value = int(setting.value)
-    except ValueError:
-        raise _err(f"{setting.key} must be a whole number, got '{setting.value}'", setting.value_span) from None
-    if value < minimum:
-        raise _err(f"{setting.key} must be at least {minimum}, got {value}", setting.value_span)
-    return value
-
-
-def _to_number(setting: Setting) -> float:
-    try:
-        value = float(setting.value)
-    except ValueError:
-        raise _err(f"{setting.key} must be a number, got '{setting.value}'", setting.value_span) from None
-    if value < 0 or value != value or value == float("inf"):
-        raise _err(f"{setting.key} must be a finite number >= 0, got '{setting.value}'", setting.value_span)
-    return int(value) if value.is_integer() else value
-
-
-def _to_bool(setting: Setting) -> bool:
-    word = setting.value.lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise _err(f"{setting.key} must be true or false, got '{setting.value}'", setting.value_span)
-
-
-def _to_choice(setting: Setting, choices) -> str:
-    word = setting.value.lower()
-    if word not in choices:
-        raise _err(f"unknown {setting.key} '{setting.value}'{_suggest(word, choices)} "
-                   f"(one of: {', '.join(choices)})", setting.value_span)
-    return word
-
-
-def _unique(settings, what: str) -> dict[str, Setting]:
-    seen: dict[str, Setting] = {}
-    for s in settings:
-        if s.key in seen:
-            raise _err(f"{s.key} is set twice{what}", s.key_span,
-                       Note("first set here", seen[s.key].key_span))
-        seen[s.key] = s
-    return seen
 
 
 def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
@@ -214,14 +136,6 @@ def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
             raise _err(f"pipeline '{ast.name}' does not say how many {key} it has; add `{key} = N`",
                        ast.name_span)
     return settings
-
-
-def _blocks(ast: PipelineAST, kind: str) -> Block | None:
-    found = [b for b in ast.blocks if b.kind == kind]
-    if len(found) > 1:
-        raise _err(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
-                   Note("first one here", found[0].span))
-    return found[0] if found else None
 
 
 def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults: dict) -> list[dict]:
@@ -239,30 +153,14 @@ def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults:
             if key not in keys or key == "limit":
                 raise _unknown_key(s, [k for k in keys if k != "limit"], f"per-stage {block.kind}")
         for stage, span in override.stages:
-            if stage >= num_stages:
-                raise _err(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}",
-                           span)
+            _check_stage_exists(stage, span, num_stages)
             per_stage[stage].update({k: convert(s) for k, s in values.items()})
     return per_stage
 
 
-def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
-    block = _blocks(ast, "cost")
-    rows = _stage_values(block, tuple(_COST_KEYS), num_stages, _to_number, {})
-    costs = []
-    for stage, row in enumerate(rows):
-        cost = StageCost(**{_COST_KEYS[k]: v for k, v in row.items()})
-        if split and cost.weight > cost.backward:
-            raise _err(f"stage {stage}: W = {cost.weight} is larger than the full backward "
-                       f"B = {cost.backward}; B is the full backward (I + W), so W <= B",
-                       block.span if block else ast.name_span)
-        costs.append(cost)
-    return tuple(costs)
-
-
 def _memory(ast: PipelineAST, num_stages: int) -> tuple[tuple[float, ...], float | None, Span | None]:
     """Activation size per stage, the per-rank limit (None: no limit), and where the limit is."""
-    block = _blocks(ast, "memory")
+    block = find_block(ast, "memory")
     rows = _stage_values(block, _MEMORY_KEYS, num_stages, _to_number, {"activation": 1})
     limit = rows[0].get("limit") if rows else None
     limit_span = next((s.span for s in block.settings if s.key == "limit"), None) if block else None
@@ -294,6 +192,19 @@ def _check_size(settings: dict[str, Setting], stage_microbatches: int) -> None:
                    settings["microbatches"].value_span)
 
 
+def check_program(program: ProgramAST) -> list[PipelineSpec]:
+    """Check every pipeline of a file; two pipelines may not share a name (`--pipeline NAME`
+    must mean one of them), reported at the second name."""
+    seen: dict[str, Span] = {}
+    for ast in program.pipelines:
+        if ast.name in seen:
+            raise _err(f"a second pipeline named '{ast.name}'; pipelines in one file need different "
+                       "names (`--pipeline NAME` picks one)", ast.name_span,
+                       Note("the first one is here", seen[ast.name]))
+        seen[ast.name] = ast.name_span
+    return [check_pipeline(ast) for ast in program.pipelines]
+
+
 def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     """Check one pipeline's AST and build its spec; raises `SchedError` on the first problem."""
     settings = _top_settings(ast)
@@ -322,7 +233,7 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
     source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
-                        _costs(ast, num_stages, split), activations, limit, None, source)
+                        check_costs(ast, num_stages, split), activations, limit, None, source)
     if placement == "bidirectional" and microbatches % 2:
         raise _err(f"a bidirectional pipeline splits its microbatches between two directions, so "
                    f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
