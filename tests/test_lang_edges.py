@@ -2,6 +2,7 @@
 that are bounded, carets on the right line, every error naming its file."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,30 @@ def test_check_status_is_one_when_files_read_but_fail(tmp_path, capsys, monkeypa
     (tmp_path / "good.sched").write_text("pipeline p { ranks = 2 microbatches = 2 }\n")
     assert main(["check", "bad.sched", "good.sched"]) == 1
     assert "good.sched: ok" in capsys.readouterr().out
+
+
+# ---- the PyTorch CSV reader shares the bounds --------------------------------------------------
+
+CSV_GOLDEN = Path(__file__).parent / "golden" / "csv_errors"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CSV_GOLDEN.glob("*.csv")))
+def test_csv_error_golden(name, capsys, monkeypatch, update_goldens):
+    monkeypatch.chdir(CSV_GOLDEN)
+    started = time.perf_counter()
+    assert main(["import", f"{name}.csv", "--placement", "loop"]) == 1
+    assert time.perf_counter() - started < 5
+    err = capsys.readouterr().err
+    expected = CSV_GOLDEN / f"{name}.out"
+    if update_goldens or not expected.exists():
+        expected.write_text(err)
+    assert err == expected.read_text()
+    assert err.startswith(f"{name}.csv:") and "^" in err
+
+
+def test_the_op_budget_refuses_big_pipelines_in_well_under_a_second():
+    schedc.parse("pipeline warm { ranks = 2 microbatches = 2 }")  # build the parser first
+    started = time.perf_counter()
+    message = error_of("pipeline p { ranks = 1000 microbatches = 1000 }")
+    assert time.perf_counter() - started < 1
+    assert "has 2,000,000 compute ops" in message and "takes up to 100,000" in message

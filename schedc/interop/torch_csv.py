@@ -18,6 +18,7 @@ from ..errors import Diagnostic, SchedError, Span
 from ..ir import Instr, OpKind, Plan
 from ..lang.spec import PipelineSpec, SpecSource, StageCost
 from ..lang.syntax import bounded_int, shorten
+from ..lang.values import MAX_OPS, check_op_budget
 
 PLACEMENTS = {"loop": "interleaved", "v": "v"}
 
@@ -99,6 +100,8 @@ def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = Non
         for text_cell, col in _cells(line):
             span = Span(file, r + 1, col, r + 1, col + max(len(text_cell), 1))
             instr = _parse_action(text_cell, span)
+            if instr is not None and len(tokens) >= MAX_OPS:
+                check_op_budget(len(tokens) + 1, span, "this CSV")
             if instr is not None:
                 tokens.append(((r, len(row)), span))
                 row.append(instr)
@@ -117,14 +120,27 @@ def _spec_for(rows, tokens, file, placement, costs, name, microbatches) -> Pipel
     chunks = 2 if placement == "v" else max(1, -(-stages // p))
     kind = PLACEMENTS[placement] if chunks > 1 else "linear"
     split = any(op.kind in (OpKind.I, OpKind.W) for op in ops)
+    count = microbatches if microbatches is not None else max(op.microbatch for op in ops) + 1
+    check_op_budget(max(stages, p * chunks) * count * (3 if split else 2), _largest_cell(rows, tokens),
+                    "the pipeline this CSV describes")
     source = SpecSource(file, Span(file, 1, 1, 1, 2), (), tuple(tokens),
                         tuple((r, Span(file, r + 1, 1, r + 1, 2)) for r in range(p)))
-    count = microbatches if microbatches is not None else max(op.microbatch for op in ops) + 1
     spec = PipelineSpec(name, p, count, "manual", kind, chunks, split,
                         any(x.kind is OpKind.OVERLAP for row in rows for x in row),
                         (costs,) * (p * chunks), (1,) * (p * chunks), None, tuple(rows), source)
     _check_stages(spec, tokens)
     return spec
+
+
+def _largest_cell(rows, tokens) -> Span:
+    """The cell whose stage or microbatch number is the largest (the likely typo)."""
+    spans, best, where = dict(tokens), -1, None
+    for r, row in enumerate(rows):
+        for i, instr in enumerate(row):
+            largest = max(max(op.stage, op.microbatch) for op in (instr.parts or (instr,)))
+            if largest > best:
+                best, where = largest, spans[(r, i)]
+    return where
 
 
 def _check_microbatches(rows, spans, microbatches: int) -> None:

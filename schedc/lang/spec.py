@@ -13,7 +13,7 @@ from ..errors import Note, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
 from .costs import StageCost, check_costs
 from .syntax import Block, OrderItem, PipelineAST, ProgramAST, Setting
-from .values import (_check_stage_exists, _err, _to_bool, _to_choice, _to_int, _to_number, _unique,
+from .values import (_check_stage_exists, _err, check_op_budget, _to_bool, _to_choice, _to_int, _to_number, _unique,
                      _unknown_key, find_block)
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
@@ -182,16 +182,6 @@ def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
     return placement, chunks
 
 
-MAX_OPS = 3_000_000  # stage-microbatch pairs x 3 ops; DualPipe 64 x 512 has 98,304 ops
-
-
-def _check_size(settings: dict[str, Setting], stage_microbatches: int) -> None:
-    if 3 * stage_microbatches > MAX_OPS:
-        raise _err(f"this pipeline has {stage_microbatches:,} stage-microbatch pairs; schedc "
-                   f"handles up to {MAX_OPS // 3:,} (is a number mistyped?)",
-                   settings["microbatches"].value_span)
-
-
 def check_program(program: ProgramAST) -> list[PipelineSpec]:
     """Check every pipeline of a file; two pipelines may not share a name (`--pipeline NAME`
     must mean one of them), reported at the second name."""
@@ -223,10 +213,11 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
                        settings["schedule"].value_span)
     ranks, microbatches = _to_int(settings["ranks"]), _to_int(settings["microbatches"])
     placement, chunks = _placement(settings, schedule)
-    _check_size(settings, ranks * chunks * microbatches)
     split = schedule in SPLIT_FAMILIES
     if "split_backward" in settings:
         split = _to_bool(settings["split_backward"])
+    check_op_budget(ranks * chunks * microbatches * (3 if split else 2),
+                    settings["microbatches"].value_span, f"pipeline '{ast.name}'")
     overlap = _to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
     num_stages = ranks * chunks
     activations, limit, limit_span = _memory(ast, num_stages)

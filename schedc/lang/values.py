@@ -12,6 +12,10 @@ from ..errors import Diagnostic, Note, SchedError, Span
 from .syntax import Block, PipelineAST, Setting, bounded_int, shorten
 
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+# The most compute ops (DAG nodes) one pipeline may have, whichever reader made it (.sched or
+# PyTorch CSV). DualPipe on 64 ranks x 512 microbatches has 98,304 and compiles, verifies and
+# simulates in about ten seconds; the time grows faster than the ops (64 x 2048 1F1B: ~50 s).
+MAX_OPS = 100_000
 MAX_NUMBER = 1e15  # the largest cost, activation or limit: sums over millions of ops stay exact-ish
 
 
@@ -92,3 +96,11 @@ def find_block(ast: PipelineAST, kind: str) -> Block | None:
 def _check_stage_exists(stage: int, span: Span, num_stages: int) -> None:
     if stage >= num_stages:
         raise _err(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}", span)
+
+
+def check_op_budget(ops: int, span: Span | None, what: str) -> None:
+    """Refuse, at `span`, a pipeline of more than MAX_OPS compute ops, before anything is built."""
+    if ops > MAX_OPS:
+        raise _err(f"{what} has {ops:,} compute ops (stages x microbatches x op kinds); schedc "
+                   f"takes up to {MAX_OPS:,}, which compile, verify and simulate in about ten seconds "
+                   "(the time grows faster than the ops): is a number mistyped?", span)
