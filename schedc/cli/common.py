@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ..compiler import compile_spec
@@ -64,24 +66,60 @@ def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[P
 
 
 def _write(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
-    """Write to `output` (the user named it) or standard output; never over an input file."""
+    """Write to `output` (the user named it) or standard output; never over an input file (by
+    identity: a hard link or another spelling of the input is the input), never half-written."""
     if output is None or output == "-":
         if isinstance(data, bytes):
             raise UsageError("binary output needs a file: add -o NAME")
         sys.stdout.write(data)
         return
     out = Path(output)
-    if any(out.resolve() == Path(i).resolve() for i in inputs):
+    if out.is_dir():
+        raise UsageError(f"cannot write '{output}': it is a directory; name a file inside it")
+    if any(_same_file(out, Path(i)) for i in inputs):
         raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
     if out.suffix == ".sched" and out.exists() and not force:
         raise UsageError(f"refusing to overwrite '{output}': it is a .sched file, perhaps "
                          "hand-written; choose another -o, or add --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        out.write_bytes(data)
-    else:
-        out.write_text(data, encoding="utf-8")
+    write_atomically(out, data.encode("utf-8") if isinstance(data, str) else data)
     print(f"wrote {output}", file=sys.stderr)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return a.resolve() == b.resolve()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, renamed over `path` once
+    complete: a failure (full disk, no permission) leaves any existing file as it was. An OSError
+    becomes one `UsageError` line naming the path and the cause."""
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, _mode_for(path))
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        raise UsageError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+def _mode_for(path: Path) -> int:
+    """The existing file's permissions, else what a plain `open(path, "w")` would give."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
