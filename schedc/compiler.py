@@ -19,6 +19,7 @@ from .passes import fuse_overlap, lower_comm
 from .schedules import build_order, check_family
 from .lang.spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec,
                    check_pipeline)
+from .lang.costs import recut_costs, recut_sizes
 from .lang.syntax import PipelineAST, Setting
 from .check.order import Problem, verify_order, verify_plan
 
@@ -73,8 +74,9 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
     peak = peak_activations(spec, rows[rank])
     raise SchedError([Diagnostic(
         f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
-        f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
-        "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
+        f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer",
+        spec.source.span("limit") or spec.source.pipeline,
+        (Note("`schedc compare FILE` lists each family's peak"),),
         detail=format_grid(rows, focus=(rank, compute_index)))])
 
 
@@ -114,33 +116,38 @@ _FAMILY_KEYS = ("schedule", "placement", "chunks", "split_backward", "overlap")
 def with_family(spec: PipelineSpec, family: str, same_model: bool = True) -> PipelineSpec:
     """`spec` with another schedule family and that family's placement and defaults.
 
-    When the spec came from a file, the file's text is re-checked under the new family, so
-    per-stage costs apply to the stages the new placement has (a located error if one does not
-    exist); otherwise stage 0's cost and activation size are used for every stage.
-    With `same_model`, the new family runs the same model: when it cuts the model into k times
-    as many stages, each stage's compute costs and activation size are divided by k (transfer
-    times stay: the tensors between stages do not shrink).
+    When the spec came from a file, the file's settings are re-checked under the new family (a
+    located error where they do not fit it). With `same_model` (the default), the new family runs
+    the same model, the same layers cut differently: its per-stage costs and activation sizes
+    are the file's stages re-cut into the new number of stages (`recut_costs`), so a family with
+    k times the stages runs each at 1/k and per-stage overrides follow the layers they describe,
+    whatever stages the new placement has. Without it, per-stage overrides apply by stage number
+    (a located error for a stage the new placement lacks); a spec that did not come from a file
+    then uses stage 0's cost and activation size for every stage.
     """
-    new = _respecified(spec, family)
-    if not same_model or new.num_stages == spec.num_stages:
+    new = _respecified(spec, family, keep_overrides=not same_model)
+    if not same_model:
         return new
-    return scale_stages(new, spec.num_stages / new.num_stages)
+    costs = recut_costs(spec.costs, new.num_stages)
+    if new.split_backward:
+        _check_split_costs(spec, costs)
+    return replace(new, costs=costs, activations=recut_sizes(spec.activations, new.num_stages))
 
 
-def scale_stages(spec: PipelineSpec, factor: float) -> PipelineSpec:
-    """Every stage's F, B, W, F&B and activation size times `factor` (comm unchanged)."""
-    def scaled(c):
-        return replace(c, forward=c.forward * factor, backward=c.backward * factor,
-                       weight=c.weight * factor,
-                       overlap=None if c.overlap is None else c.overlap * factor)
-    return replace(spec, costs=tuple(scaled(c) for c in spec.costs),
-                   activations=tuple(a * factor for a in spec.activations))
+def _check_split_costs(spec: PipelineSpec, costs) -> None:
+    """A file written for an unsplit family may have W > B somewhere; a split family needs W <= B."""
+    for stage, cost in enumerate(costs):
+        if cost.weight > cost.backward:
+            raise SchedError([Diagnostic(
+                f"stage {stage}: W = {cost.weight:g} is larger than the full backward B = "
+                f"{cost.backward:g}; a family that splits the backward needs W <= B",
+                spec.source.pipeline)])
 
 
-def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
+def _respecified(spec: PipelineSpec, family: str, keep_overrides: bool = True) -> PipelineSpec:
     ast = spec.source.ast
     if ast is not None:
-        return check_pipeline(_ast_with_family(ast, family, spec))
+        return check_pipeline(_ast_with_family(ast, family, spec, keep_overrides))
     placement = FAMILY_PLACEMENT[family]
     chunks = {"interleaved": max(2, spec.chunks), "v": 2}.get(placement, 1)
     stages = spec.ranks * chunks
@@ -150,13 +157,15 @@ def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
                    order=None)
 
 
-def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> PipelineAST:
+def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec,
+                     keep_overrides: bool = True) -> PipelineAST:
     settings = [s for s in ast.settings if s.key not in _FAMILY_KEYS]
     where = ast.name_span
     settings.append(Setting("schedule", family, where, where, where))
     if family == "interleaved" and spec.placement == "interleaved":
         settings.append(Setting("chunks", str(spec.chunks), where, where, where))
-    return replace(ast, settings=tuple(settings), orders=())
+    blocks = ast.blocks if keep_overrides else tuple(replace(b, overrides=()) for b in ast.blocks)
+    return replace(ast, settings=tuple(settings), blocks=blocks, orders=())
 
 
 def compile_auto(spec: PipelineSpec) -> Compiled:

@@ -82,3 +82,39 @@ def _stage_cost(base: dict[str, Setting], own: dict[str, Setting], split: bool,
 def _tidy(value: float) -> float:
     """A whole float as an int (so `B / 2` of 2 prints as 1, as a typed 1 does)."""
     return int(value) if float(value).is_integer() else value
+
+
+def _pieces(source: int, target: int, t: int):
+    """(source stage, the share of it) that target stage `t` covers, when one model cut into
+    `source` equal-length stages is cut again into `target` ones. Units of 1/(source x target)
+    keep the boundaries exact: target t is [t*source, (t+1)*source), source s is [s*target, ...)."""
+    low, high = t * source, (t + 1) * source
+    for s in range(low // target, -(-high // target)):
+        covered = min(high, (s + 1) * target) - max(low, s * target)
+        if covered > 0:
+            yield s, covered / target
+
+
+def recut_sizes(values: tuple[float, ...], stages: int) -> tuple[float, ...]:
+    """Per-stage sizes (activations) of the same model cut into `stages` stages: each new stage
+    holds the shares of the old stages it covers. The total is kept."""
+    return tuple(_tidy(sum(values[s] * share for s, share in _pieces(len(values), stages, t)))
+                 for t in range(stages))
+
+
+def recut_costs(costs: tuple[StageCost, ...], stages: int) -> tuple[StageCost, ...]:
+    """The per-stage costs of the same model (the same layers, in order) cut into `stages` stages
+    instead of `len(costs)`: F, B, W and F&B of a new stage are the shares of the old stages it
+    covers (so a family with k times the stages runs each at 1/k, and uneven stages stay where
+    they are in the model); comm is that of the old stage in which the new stage's output cut
+    falls (the tensors between layers do not shrink). Keeps max(F, B) <= F&B <= F + B."""
+    source = len(costs)
+
+    def share(t: int, field: str) -> float:
+        return _tidy(sum(getattr(costs[s], field) * part for s, part in _pieces(source, stages, t)))
+
+    any_overlap = any(c.overlap is not None for c in costs)
+    return tuple(StageCost(share(t, "forward"), share(t, "backward"), share(t, "weight"),
+                           share(t, "overlap_cost") if any_overlap else None,
+                           costs[-(-(t + 1) * source // stages) - 1].comm)
+                 for t in range(stages))
