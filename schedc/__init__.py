@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .compiler import Compiled, compile_spec, with_family
-from .errors import SchedError, SourceFile, render_error
+from .errors import SchedError, SourceFile, decode_source, render_error
 from .ir import Instr, OpKind, Plan, format_plan_text
 from .simulate import Timeline
 from .simulate import simulate as _simulate
@@ -33,7 +33,7 @@ def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
 def load(path: str | Path) -> list[PipelineSpec]:
     """`parse` the file at `path`."""
     path = Path(path)
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    return parse(decode_source(path.read_bytes(), str(path)), str(path))
 
 
 def compile(spec: PipelineSpec) -> Compiled:  # noqa: A001 - the verb users expect

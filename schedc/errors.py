@@ -108,3 +108,19 @@ def render_error(error: SchedError, source: SourceFile | None = None) -> str:
 def at(span: Span | None) -> str:
     """A short `line:col` for use inside messages ("microbatches = 6 at 3:5")."""
     return f" at {span.line}:{span.col}" if span else ""
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """The UTF-8 text of an input file; bytes that are not UTF-8 are a `SchedError` at their line
+    and column (carrying the file's text, undecodable bytes replaced, to show the caret)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        error = SchedError([Diagnostic(f"this file is not UTF-8 text: byte 0x{data[exc.start]:02x} "
+                                       "cannot start or continue a character; save it as UTF-8",
+                                       Span(file, line, col, line, col + 1))])
+        error.source = SourceFile(file, data.decode("utf-8", errors="replace"))
+        raise error from None

@@ -180,3 +180,11 @@ def test_the_op_budget_refuses_big_pipelines_in_well_under_a_second():
     message = error_of("pipeline p { ranks = 1000 microbatches = 1000 }")
     assert time.perf_counter() - started < 1
     assert "has 2,000,000 compute ops" in message and "takes up to 100,000" in message
+
+
+def test_python_api_names_the_file_of_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "latin1.sched"
+    path.write_bytes(b"pipeline p {\n  ranks = 2 # \xff\n  microbatches = 2\n}\n")
+    with pytest.raises(SchedError) as info:
+        schedc.load(path)
+    assert str(info.value.diagnostics[0].span) == f"{path}:2:15"

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..compiler import compile_spec
-from ..errors import Diagnostic, SchedError, SourceFile, Span, render_error
+from ..errors import Diagnostic, SchedError, SourceFile, Span, decode_source, render_error
 from ..simulate import simulate
 from ..lang.spec import FAMILIES, PipelineSpec, check_program
 from ..lang.syntax import parse_program
@@ -25,17 +25,7 @@ def read_input(path: str) -> str:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read '{path}': {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = data[:exc.start].decode("utf-8", errors="replace")
-        line = before.count("\n") + 1
-        col = len(before) - (before.rfind("\n") + 1) + 1
-        error = SchedError([Diagnostic(f"this file is not UTF-8 text: byte 0x{data[exc.start]:02x} "
-                                       "cannot start or continue a character; save it as UTF-8",
-                                       Span(path, line, col, line, col + 1))])
-        error.source = SourceFile(path, data.decode("utf-8", errors="replace"))
-        raise error from None
+    return decode_source(data, path)
 
 
 def _load(path: str) -> tuple[SourceFile, list[PipelineSpec]]:
