@@ -117,3 +117,10 @@ def test_interleaved_cells_are_shaded_by_their_virtual_stage_and_labelled():
     _width, lines = caption_lines(svg)
     assert "interleaved, interleaved" not in " ".join(lines)
     assert "2 stages per rank" in " ".join(lines)
+
+
+@pytest.mark.parametrize("scale", ["0", "-2", "nan"])
+def test_png_scale_must_be_positive(tmp_path, capsys, scale):
+    out = tmp_path / "m.png"
+    assert main(["viz", str(ROOT / "examples" / "manual.sched"), "--scale", scale, "-o", str(out)]) == 2
+    assert "--scale must be a positive factor" in capsys.readouterr().err and not out.exists()
