@@ -21,7 +21,7 @@ NAMES = {OpKind.F: "forward", OpKind.B: "backward (full)", OpKind.I: "input-grad
          OpKind.W: "weight-grad backward"}
 ROW, LABEL, PAD, CHAR = 26, 64, 12, 6.2  # row height, rank label width, padding, px per char
 CAP_CHAR, CAP_LINE, LEG_ROW = 7.9, 17, 18  # caption px per char (13px bold), caption line, legend row
-CHUNK_LIGHTEN = 0.5  # the last chunk of a rank is its kind's color half-way to white
+CHUNK_DARKEN = 0.4  # the last chunk of a rank is its kind's color 40% of the way to black
 MIN_WIDTH = 420  # narrower, the legend's longest entry, the rank labels and a few cells do not fit
 
 
@@ -46,22 +46,18 @@ def chunk_of(spec: PipelineSpec, op: Instr) -> int:
     return op.stage // spec.ranks if spec.chunks > 1 else 0
 
 
-def _mix_with_white(color: str, amount: float) -> str:
-    """`color` (#rrggbb) moved `amount` (0..1) of the way to white."""
+def _darken(color: str, amount: float) -> str:
+    """`color` (#rrggbb) moved `amount` (0..1) of the way to black."""
     rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
-    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+    return "#" + "".join(f"{round(c * (1 - amount)):02x}" for c in rgb)
 
 
 def _fill(spec: PipelineSpec, op: Instr) -> str:
-    """The kind's color; direction 1 light; a rank's later chunks progressively lighter, so the
-    virtual stages of an interleaved or V pipeline tell apart at a glance."""
+    """The kind's color; direction 1 light; a rank's later chunks progressively darker, so the
+    virtual stages of an interleaved or V pipeline tell apart at a glance (and from direction 1)."""
     if op.direction:
         return REVERSE_COLORS[op.kind]
-    return _mix_with_white(COLORS[op.kind], CHUNK_LIGHTEN * chunk_of(spec, op) / max(1, spec.chunks - 1))
-
-
-def _light(spec: PipelineSpec, op: Instr) -> bool:
-    return bool(op.direction) or chunk_of(spec, op) > 0
+    return _darken(COLORS[op.kind], CHUNK_DARKEN * chunk_of(spec, op) / max(1, spec.chunks - 1))
 
 
 def _label(op: Instr) -> str:
@@ -99,7 +95,7 @@ def _cell(spec: PipelineSpec, slot, x0: float, y: float, scale: float) -> str:
                    f'fill="{_fill(spec, op)}"/>')
         text = _label(op)
         if hw >= len(text) * CHAR + 2:
-            css = "lbl dark" if _light(spec, op) else "lbl"
+            css = "lbl dark" if op.direction else "lbl"
             out.append(f'<text x="{hx + hw / 2:.2f}" y="{y + ROW / 2 + 4:.2f}" class="{css}">{escape(text)}</text>')
     border = "pair" if slot.instr.kind is OpKind.OVERLAP else "op"
     out.append(f'<rect class="{border}" x="{x:.2f}" y="{y + 2:.2f}" width="{w:.2f}" height="{ROW - 4}"/>')
@@ -113,7 +109,7 @@ def _caption(panel: Panel) -> str:
     peak = max(r.peak_activations for r in t.ranks)
     layout = "" if spec.placement == spec.schedule else f", {spec.placement} placement"
     if spec.chunks > 1:
-        layout += f", {spec.chunks} stages per rank (lighter: later ones)"
+        layout += f", {spec.chunks} stages per rank (darker: later ones)"
     return (f"{spec.name}: {spec.schedule}{layout} | {spec.ranks} ranks x {spec.microbatches} "
             f"microbatches | makespan {t.makespan:g} | bubble {t.bubble:g} "
             f"(ratio {t.bubble_ratio:.1%}) | peak activations {peak:g}")
@@ -168,7 +164,7 @@ def _legend_items(kinds: list[OpKind], has_overlap: bool, has_reverse: bool, has
     if has_reverse:
         items.append((REVERSE_COLORS[OpKind.F], "", "light: direction 1"))
     if has_chunks:
-        items.append((_mix_with_white(COLORS[OpKind.F], CHUNK_LIGHTEN), "", "lighter: a later stage of the rank"))
+        items.append((_darken(COLORS[OpKind.F], CHUNK_DARKEN), "", "darker: a later stage of the rank"))
     return items
 
 
