@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import Note
 from .syntax import PipelineAST, Setting
 from .values import _err, _to_number, _unique, _unknown_key, find_block, _check_stage_exists
 
@@ -65,8 +66,10 @@ def _stage_cost(base: dict[str, Setting], own: dict[str, Setting], split: bool,
     weight = value["W"] if "W" in value else _tidy(backward / 2)
     where = f"stage {stage}: " if stage is not None else ""
     if split and weight > backward:
+        notes = [Note(f"{where}B is set here", own["B"].value_span)] if "B" in own and "W" not in own else []
         raise _err(f"{where}W = {weight:g} is larger than the full backward B = {backward:g}; B is "
-                   "the full backward (I + W), so W <= B", written.get("W", written.get("B")).value_span)
+                   "the full backward (I + W), so W <= B", written.get("W", written.get("B")).value_span,
+                   *notes)
     overlap = value.get("F&B")
     changed = ("F" in own or "B" in own) and "F&B" not in own
     if overlap is not None and changed and block_cost is not None:
