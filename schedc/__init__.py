@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .compiler import Compiled, compile_spec, with_family
-from .errors import SchedError, SourceFile, render_error
+from .errors import SchedError, SourceFile, decode_source, render_error
 from .ir import Instr, OpKind, Plan, format_plan_text
 from .simulate import Timeline
 from .simulate import simulate as _simulate
-from .lang.spec import PipelineSpec, check_pipeline
+from .lang.spec import PipelineSpec, check_program
 from .lang.syntax import parse_program
 
 __all__ = ["parse", "load", "compile", "simulate", "Compiled", "PipelineSpec", "Plan", "Instr",
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
     """Parse and check .sched text; one `PipelineSpec` per `pipeline` block. A pipeline with
     `stages = auto` gets the split of its layers that the partitioner chooses."""
-    specs = [check_pipeline(p) for p in parse_program(text, file).pipelines]
+    specs = check_program(parse_program(text, file))
     if not any(s.layers is not None for s in specs):
         return specs
     from .balance.partition_stages import resolve_stages  # only pipelines with layers need it
@@ -39,7 +39,7 @@ def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
 def load(path: str | Path) -> list[PipelineSpec]:
     """`parse` the file at `path`."""
     path = Path(path)
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    return parse(decode_source(path.read_bytes(), str(path)), str(path))
 
 
 def compile(spec: PipelineSpec) -> Compiled:  # noqa: A001 - the verb users expect

@@ -17,6 +17,7 @@ from .viz.grid import format_grid
 from .ir import COMM, ComputeOrder, Plan
 from .passes import fuse_overlap, lower_comm
 from .schedules import build_order, check_family
+from .lang.costs import recut_costs, recut_sizes
 from .lang.spec import (FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, PLACEMENTS, SEARCHES,
                         SPLIT_FAMILIES, PipelineSpec, check_pipeline)
 from .lang.syntax import PipelineAST, Setting
@@ -84,9 +85,10 @@ def _raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Proble
                   "keeps to the limit")
     raise SchedError([Diagnostic(
         f"{spec.schedule} needs {peak:g} activations on rank {rank}, over the memory limit of "
-        f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer "
-        "(`schedc compare` lists each family's peak)", spec.source.span("limit") or spec.source.pipeline,
-        (Note(advice),), detail=format_grid(rows, focus=(rank, compute_index)))])
+        f"{spec.memory_limit:g}; raise `limit`, or choose a schedule that holds fewer",
+        spec.source.span("limit") or spec.source.pipeline,
+        (Note(advice), Note("`schedc compare FILE` lists each family's peak")),
+        detail=format_grid(rows, focus=(rank, compute_index)))])
 
 
 def _has_comm(rows) -> bool:
@@ -125,33 +127,47 @@ _FAMILY_KEYS = ("schedule", "placement", "chunks", "split_backward", "overlap")
 def with_family(spec: PipelineSpec, family: str, same_model: bool = True) -> PipelineSpec:
     """`spec` with another schedule family and that family's placement and defaults.
 
-    When the spec came from a file, the file's text is re-checked under the new family, so
-    per-stage costs apply to the stages the new placement has (a located error if one does not
-    exist); otherwise stage 0's cost and activation size are used for every stage.
-    With `same_model`, the new family runs the same model: when it cuts the model into k times
-    as many stages, each stage's compute costs and activation size are divided by k (transfer
-    times stay: the tensors between stages do not shrink).
+    When the spec came from a file, the file's settings are re-checked under the new family (a
+    located error where they do not fit it). With `same_model` (the default), the new family runs
+    the same model, the same layers cut differently: its per-stage costs and activation sizes
+    are the file's stages re-cut into the new number of stages (`recut_costs`), so a family with
+    k times the stages runs each at 1/k and per-stage overrides follow the layers they describe,
+    whatever stages the new placement has. Without it, per-stage overrides apply by stage number
+    (a located error for a stage the new placement lacks); a spec that did not come from a file
+    then uses stage 0's cost and activation size for every stage.
     """
-    new = _respecified(spec, family)
-    if not same_model or new.num_stages == spec.num_stages:
-        return new
-    return scale_stages(new, spec.num_stages / new.num_stages)
+    new = _respecified(spec, family, keep_overrides=not same_model)
+    return _same_model(spec, new) if same_model else new
 
 
-def scale_stages(spec: PipelineSpec, factor: float) -> PipelineSpec:
-    """Every stage's F, B, W, F&B and activation size times `factor` (comm unchanged)."""
-    def scaled(c):
-        return replace(c, forward=c.forward * factor, backward=c.backward * factor,
-                       weight=c.weight * factor,
-                       overlap=None if c.overlap is None else c.overlap * factor)
-    return replace(spec, costs=tuple(scaled(c) for c in spec.costs),
-                   activations=tuple(a * factor for a in spec.activations),
-                   parameters=tuple(x * factor for x in spec.parameters))
+def _check_split_costs(spec: PipelineSpec, costs) -> None:
+    """A file written for an unsplit family may have W > B somewhere; a split family needs W <= B."""
+    for stage, cost in enumerate(costs):
+        if cost.weight > cost.backward:
+            raise SchedError([Diagnostic(
+                f"stage {stage}: W = {cost.weight:g} is larger than the full backward B = "
+                f"{cost.backward:g}; a family that splits the backward needs W <= B",
+                spec.source.pipeline)])
 
 
-def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
-    """The spec under `family`; `search`/`optimal` keep a searching file's placement, and
-    otherwise choose any placement (the same model cut as a linear pipeline's stages)."""
+def _same_model(spec: PipelineSpec, new: PipelineSpec) -> PipelineSpec:
+    """`new` (another family or placement of `spec`) running the same model: `spec`'s stages re-cut
+    into `new`'s (`recut_costs`): costs, activation and parameter sizes by the share of the model
+    each new stage covers, the weight-gradient fraction from the stage a new stage starts in."""
+    stages = new.num_stages
+    costs = recut_costs(spec.costs, stages)
+    if new.split_backward:
+        _check_split_costs(spec, costs)
+    old = len(spec.weight_grad)
+    return replace(new, costs=costs, activations=recut_sizes(spec.activations, stages),
+                   parameters=recut_sizes(spec.parameters, stages) if spec.parameters else (),
+                   weight_grad=tuple(spec.weight_grad[t * old // stages] for t in range(stages)) if old else ())
+
+
+def _respecified(spec: PipelineSpec, family: str, keep_overrides: bool = True) -> PipelineSpec:
+    """The spec under `family` (see `with_family`); `search`/`optimal` keep a searching file's
+    placement, and otherwise choose any placement (the same model cut as a linear pipeline's
+    stages)."""
     if family in SEARCHES and spec.schedule in SEARCHES:
         return replace(spec, schedule=family)
     if family in SEARCHES:  # each placement is cut from this spec's stages (search.with_placement)
@@ -159,7 +175,7 @@ def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
                        overlap=family in OVERLAP_FAMILIES, placements=PLACEMENTS)
     ast = spec.source.ast
     if ast is not None:
-        return check_pipeline(_ast_with_family(ast, family, spec))
+        return check_pipeline(_ast_with_family(ast, family, spec, keep_overrides))
     placement = FAMILY_PLACEMENT[family]
     chunks = {"interleaved": max(2, spec.chunks), "v": 2}.get(placement, 1)
     stages = spec.ranks * chunks
@@ -170,13 +186,15 @@ def _respecified(spec: PipelineSpec, family: str) -> PipelineSpec:
                    order=None)
 
 
-def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec) -> PipelineAST:
+def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec,
+                     keep_overrides: bool = True) -> PipelineAST:
     settings = [s for s in ast.settings if s.key not in _FAMILY_KEYS]
     where = ast.name_span
     settings.append(Setting("schedule", family, where, where, where))
     if family == "interleaved" and spec.placement == "interleaved":
         settings.append(Setting("chunks", str(spec.chunks), where, where, where))
-    return replace(ast, settings=tuple(settings), orders=())
+    blocks = ast.blocks if keep_overrides else tuple(replace(b, overrides=()) for b in ast.blocks)
+    return replace(ast, settings=tuple(settings), blocks=blocks, orders=())
 
 
 def _shortest(variants) -> tuple[Compiled | None, float | None, list[str]]:
@@ -263,15 +281,15 @@ def _best_placement(spec: PipelineSpec) -> Compiled:
 
 
 def with_placement(spec: PipelineSpec, placement: str) -> PipelineSpec:
-    """`spec` on another placement, the same model: with k times as many stages, each stage's
-    costs, activation and parameters are divided by k (as `with_family` does)."""
+    """`spec` on another placement, the same model re-cut into its stages (as `with_family` does)."""
     ast = spec.source.ast
     if ast is not None:
         settings = [s for s in ast.settings if s.key not in ("placement", "chunks", "schedule")]
         where = ast.name_span
         settings += [Setting("placement", placement, where, where, where),
                      Setting("schedule", spec.schedule, where, where, where)]
-        new = check_pipeline(replace(ast, settings=tuple(settings), orders=()))
+        blocks = tuple(replace(b, overrides=()) for b in ast.blocks)  # re-cut below instead
+        new = check_pipeline(replace(ast, settings=tuple(settings), blocks=blocks, orders=()))
         new = replace(new, split_backward=spec.split_backward, overlap=spec.overlap,
                       search_time=spec.search_time, seed=spec.seed)
     else:
@@ -281,6 +299,4 @@ def with_placement(spec: PipelineSpec, placement: str) -> PipelineSpec:
                       costs=spec.costs[:1] * stages, activations=spec.activations[:1] * stages,
                       weight_grad=spec.weight_grad[:1] * stages,
                       parameters=spec.parameters[:1] * stages)
-    if new.num_stages == spec.num_stages:
-        return new
-    return scale_stages(new, spec.num_stages / new.num_stages)
+    return _same_model(spec, new)

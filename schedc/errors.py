@@ -56,20 +56,32 @@ class SourceFile:
     name: str
     text: str
 
-    def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 1 <= number <= len(lines) else ""
+    def line(self, number: int) -> str | None:
+        """Line `number` (from 1) as the parsers count lines: only `\\n` ends one (`str.splitlines`
+        would also break at \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028 and \\u2029). Characters
+        that do not print are shown as spaces, so columns still line up; None past the end."""
+        lines = self.text.split("\n")
+        if not 1 <= number <= len(lines):
+            return None
+        return "".join(c if c.isprintable() or c == "\t" else " " for c in lines[number - 1].rstrip("\r"))
 
 
 def _caret_lines(span: Span, source: SourceFile | None) -> list[str]:
     if source is None or source.name != span.file:
         return []
     text = source.line(span.line)
-    if not text:
+    if text is None:
         return []
     width = span.end_col - span.col if span.end_line == span.line else len(text) - span.col + 1
-    width = max(1, width)
-    return [f"    {text}", "    " + " " * (span.col - 1) + "^" * width]
+    start = max(0, min(span.col - 1 - SHOWN_COLUMNS // 4, len(text) - SHOWN_COLUMNS))
+    shown = text[start:start + SHOWN_COLUMNS]
+    width = max(1, min(width, len(shown) - (span.col - 1 - start)))
+    cut_left, cut_right = ("..." if start else ""), ("..." if start + SHOWN_COLUMNS < len(text) else "")
+    pad = " " * (len(cut_left) + span.col - 1 - start)
+    return [f"    {cut_left}{shown}{cut_right}", f"    {pad}" + "^" * width]
+
+
+SHOWN_COLUMNS = 120  # a longer source line is shown as a window of this many columns around the error
 
 
 def render_diagnostic(diagnostic: Diagnostic, source: SourceFile | None = None) -> str:
@@ -96,3 +108,19 @@ def render_error(error: SchedError, source: SourceFile | None = None) -> str:
 def at(span: Span | None) -> str:
     """A short `line:col` for use inside messages ("microbatches = 6 at 3:5")."""
     return f" at {span.line}:{span.col}" if span else ""
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """The UTF-8 text of an input file; bytes that are not UTF-8 are a `SchedError` at their line
+    and column (carrying the file's text, undecodable bytes replaced, to show the caret)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        error = SchedError([Diagnostic(f"this file is not UTF-8 text: byte 0x{data[exc.start]:02x} "
+                                       "cannot start or continue a character; save it as UTF-8",
+                                       Span(file, line, col, line, col + 1))])
+        error.source = SourceFile(file, data.decode("utf-8", errors="replace"))
+        raise error from None

@@ -52,3 +52,21 @@ def test_mutated_examples_give_located_errors(path, data):
     ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev", "auto"]))
 def test_any_size_compiles_or_explains(ranks, microbatches, family):
     compile_all(f"pipeline p {{ ranks = {ranks} microbatches = {microbatches} schedule = {family} }}")
+
+
+ODD_BREAKS = ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
+
+
+@FUZZ
+@given(st.sampled_from([p for p in EXAMPLES if "order" in p.read_text()] * 3 + EXAMPLES), st.data())
+def test_long_numbers_and_odd_line_breaks_give_located_errors(path, data):
+    """Digit runs past Python's int limit and characters that break `str.splitlines` but not the
+    parser's lines, planted anywhere in a valid file."""
+    text = path.read_text()
+    for _ in range(data.draw(st.integers(1, 3))):
+        digits = [i + 1 for i, c in enumerate(text) if c.isdigit()]  # lengthen a written number
+        at = data.draw(st.one_of(st.integers(0, len(text)), st.sampled_from(digits)))
+        plant = data.draw(st.one_of(st.sampled_from(ODD_BREAKS),
+                                    st.integers(10, 5000).map(lambda n: "7" * n)))
+        text = text[:at] + plant + text[at:]
+    compile_all(text)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ..compiler import compile_spec, with_family
-from ..errors import Diagnostic, SchedError, SourceFile, render_error
+from ..errors import Diagnostic, SchedError, SourceFile, Span, decode_source, render_error
 from ..simulate import simulate
-from ..lang.spec import FAMILIES, SEARCHES, PipelineSpec, check_pipeline
+from ..lang.spec import FAMILIES, SEARCHES, PipelineSpec, check_program
 from ..lang.syntax import parse_program
 
 
@@ -16,23 +18,30 @@ class UsageError(Exception):
     """A problem with the command line or the files it names (not with .sched text)."""
 
 
+def read_input(path: str) -> str:
+    """The text of an input file. An unreadable file is a `UsageError` naming it and the cause;
+    bytes that are not UTF-8 are a `SchedError` at their line and column."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    return decode_source(data, path)
+
+
 def _load(path: str, resolve: bool = True) -> tuple[SourceFile, list[PipelineSpec]]:
     """The file's checked pipelines; with `resolve`, `stages = auto` ones get their chosen split."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_input(path)
     source = SourceFile(path, text)
     try:
-        specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
+        specs = check_program(parse_program(text, path))
+        if not specs:
+            raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
+                                         "microbatches = 8 schedule = 1f1b }`", Span(path, 1, 1, 1, 2))])
         if resolve:
             specs = [resolve_stages(s) for s in specs]
     except SchedError as error:
         error.source = source
         raise
-    if not specs:
-        raise SchedError([Diagnostic("no pipeline in this file; write `pipeline NAME { ranks = 4 "
-                                     "microbatches = 8 schedule = 1f1b }`", None)])
     return source, specs
 
 
@@ -50,24 +59,60 @@ def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[P
 
 
 def _write(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
-    """Write to `output` (the user named it) or standard output; never over an input file."""
+    """Write to `output` (the user named it) or standard output; never over an input file (by
+    identity: a hard link or another spelling of the input is the input), never half-written."""
     if output is None or output == "-":
         if isinstance(data, bytes):
             raise UsageError("binary output needs a file: add -o NAME")
         sys.stdout.write(data)
         return
     out = Path(output)
-    if any(out.resolve() == Path(i).resolve() for i in inputs):
+    if out.is_dir():
+        raise UsageError(f"cannot write '{output}': it is a directory; name a file inside it")
+    if any(_same_file(out, Path(i)) for i in inputs):
         raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
     if out.suffix == ".sched" and out.exists() and not force:
         raise UsageError(f"refusing to overwrite '{output}': it is a .sched file, perhaps "
                          "hand-written; choose another -o, or add --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        out.write_bytes(data)
-    else:
-        out.write_text(data, encoding="utf-8")
+    write_atomically(out, data.encode("utf-8") if isinstance(data, str) else data)
     print(f"wrote {output}", file=sys.stderr)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return a.resolve() == b.resolve()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, renamed over `path` once
+    complete: a failure (full disk, no permission) leaves any existing file as it was. An OSError
+    becomes one `UsageError` line naming the path and the cause."""
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, _mode_for(path))
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        raise UsageError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+def _mode_for(path: Path) -> int:
+    """The existing file's permissions, else what a plain `open(path, "w")` would give."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:

@@ -14,7 +14,7 @@ from ..schedules.closed_forms import closed_form, parameter_copies
 from ..search.bound import Bound, lower_bound
 from ..simulate import Timeline, simulate
 from ..viz.grid import format_grid
-from .common import _families, _load, family_of, _select, _write, print_error
+from .common import UsageError, _families, _load, family_of, _select, _write, print_error
 
 
 def _header(spec: PipelineSpec, many: bool) -> str:
@@ -103,6 +103,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """Check every file named, whatever happens to the others; the status is the worst one
+    (2 for a file that cannot be read, 1 for a file with errors, 0 when all are fine)."""
     status = 0
     for path in args.files:
         try:
@@ -112,7 +114,10 @@ def cmd_check(args) -> int:
             print(f"{path}: ok ({len(specs)} pipeline{'s' if len(specs) != 1 else ''})")
         except SchedError as error:
             print_error(error, path)
-            status = 1
+            status = max(status, 1)
+        except UsageError as error:
+            print(f"schedc: error: {error}", file=sys.stderr)
+            status = 2
     return status
 
 

@@ -7,25 +7,52 @@ import sys
 from pathlib import Path
 
 from ..compiler import compile_spec
-from .common import UsageError, _compiled_timeline, _families, _load, family_of, _output_format, _select, _write
+from ..errors import SchedError
+from .common import (UsageError, _compiled_timeline, _families, _load, _output_format, _select, _write,
+                     family_of)
 
 
 def cmd_viz(args) -> int:
     from ..viz.png import svg_to_png
-    from ..viz.timeline import Panel, render_timeline_svg
+    from ..viz.timeline import MIN_WIDTH, Panel, render_timeline_svg
 
+    if args.width is not None and args.width < MIN_WIDTH:
+        raise UsageError(f"--width {args.width} is too narrow: a timeline needs at least {MIN_WIDTH} "
+                         "pixels for its rank labels, legend and caption (leave --width out to size "
+                         "the picture from the makespan)")
+    if not args.scale > 0:
+        raise UsageError(f"--scale must be a positive factor, got {args.scale:g}")
     fmt = _output_format(args.output, args.format, ("svg", "png"), "a timeline")
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
+    notes: tuple[str, ...] = ()
     if args.compare:
-        families = _families(args.compare)
-        panels = [Panel(c.spec, t) for c, t in (_compiled_timeline(family_of(spec, f)) for f in families)]
+        panels, notes = _compare_panels(spec, _families(args.compare))
     else:
         compiled, timeline = _compiled_timeline(spec)
         panels = [Panel(compiled.spec, timeline)]
-    svg = render_timeline_svg(panels, width=args.width)
+    svg = render_timeline_svg(panels, width=args.width, notes=notes)
     _write(svg if fmt == "svg" else svg_to_png(svg, args.scale), args.output, [args.file])
     return 0
+
+
+def _compare_panels(spec, families: list[str]):
+    """A panel per family that compiles (the same model, `family_of`); a family that does not
+    (memory, its constraints) is skipped with a note, as `schedc compare` does."""
+    from ..viz.timeline import Panel
+
+    panels, notes = [], []
+    for family in families:
+        try:
+            compiled, timeline = _compiled_timeline(family_of(spec, family))
+        except SchedError as error:
+            notes.append(f"{family} skipped: {error.diagnostics[0].message}")
+            print(f"schedc: note: {notes[-1]}", file=sys.stderr)
+            continue
+        panels.append(Panel(compiled.spec, timeline))
+    if not panels:
+        raise UsageError(f"no family of --compare fits this pipeline: {'; '.join(notes)}")
+    return panels, tuple(notes)
 
 
 def cmd_trace(args) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..compiler import compile_spec
 from ..errors import SchedError, SourceFile
 from ..lang.writer import format_pipeline
-from .common import UsageError, _load, _output_format, _select, _write
+from .common import UsageError, _load, _output_format, _select, _write, read_input
 
 
 def cmd_export(args) -> int:
@@ -27,10 +27,7 @@ def cmd_export(args) -> int:
 def _read_csv(path: str, placement: str, ranks: int | None, name: str, microbatches: int | None):
     from ..interop.torch_csv import read_torch_csv
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_input(path)
     try:
         return read_torch_csv(text, path, placement, ranks, name=name, microbatches=microbatches)
     except SchedError as error:
@@ -44,7 +41,7 @@ def cmd_import(args) -> int:
     try:
         compiled = compile_spec(spec)
     except SchedError as error:
-        error.source = SourceFile(args.file, Path(args.file).read_text(encoding="utf-8"))
+        error.source = SourceFile(args.file, read_input(args.file))
         raise
     rows = tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks)
     text = (f"# imported from {args.file} (PyTorch schedule CSV, placement {args.placement}); "

@@ -17,6 +17,8 @@ import re
 from ..errors import Diagnostic, SchedError, Span
 from ..ir import Instr, OpKind, Plan
 from ..lang.spec import PipelineSpec, SpecSource, StageCost
+from ..lang.syntax import bounded_int, shorten
+from ..lang.values import MAX_OPS, check_op_budget
 
 PLACEMENTS = {"loop": "interleaved", "v": "v"}
 
@@ -61,19 +63,20 @@ def _parse_action(text: str, span: Span) -> Instr | None:
     if overlap:
         parts = [_parse_action(t.strip(), span) for t in overlap.group(1).split(";")]
         if len(parts) != 2 or parts[0] is None or parts[1] is None or parts[0].kind is not OpKind.F:
-            raise SchedError([Diagnostic(f"'{text}': an OVERLAP_F_B holds one forward and one "
+            raise SchedError([Diagnostic(f"'{shorten(text)}': an OVERLAP_F_B holds one forward and one "
                                          "backward, as in (0F3;3B1)OVERLAP_F_B", span)])
         return Instr.overlap(parts[0], parts[1])
     match = _ACTION.fullmatch(text)
     if not match:
-        raise SchedError([Diagnostic(f"unknown action '{text}'; PyTorch actions look like 0F1, 2I3, "
+        raise SchedError([Diagnostic(f"unknown action '{shorten(text)}'; PyTorch actions look like 0F1, 2I3, "
                                      "1W0, 0B2, (0F3;3B1)OVERLAP_F_B or 0SEND_F1", span)])
     stage, kind, microbatch = match.groups()
     if kind in _SKIPPED:
         return None
     if not microbatch:
-        raise SchedError([Diagnostic(f"'{text}' has no microbatch number", span)])
-    return Instr(OpKind(kind), 0, int(stage), int(microbatch))
+        raise SchedError([Diagnostic(f"'{shorten(text)}' has no microbatch number", span)])
+    return Instr(OpKind(kind), 0, bounded_int(stage, span, f"in '{shorten(text)}', the stage"),
+                 bounded_int(microbatch, span, f"in '{shorten(text)}', the microbatch"))
 
 
 def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = None,
@@ -84,7 +87,7 @@ def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = Non
     largest one used, plus one) is checked when given."""
     if placement not in PLACEMENTS:
         raise SchedError([Diagnostic(f"placement '{placement}' is not one PyTorch uses; choose loop or v")])
-    lines = text.splitlines()
+    lines = [line.rstrip("\r") for line in text.split("\n")]  # rows as the error display counts them
     while lines and not lines[-1].strip():
         lines.pop()
     if ranks is not None and len(lines) != ranks:
@@ -97,6 +100,8 @@ def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = Non
         for text_cell, col in _cells(line):
             span = Span(file, r + 1, col, r + 1, col + max(len(text_cell), 1))
             instr = _parse_action(text_cell, span)
+            if instr is not None and len(tokens) >= MAX_OPS:
+                check_op_budget(len(tokens) + 1, span, "this CSV")
             if instr is not None:
                 tokens.append(((r, len(row)), span))
                 row.append(instr)
@@ -115,14 +120,27 @@ def _spec_for(rows, tokens, file, placement, costs, name, microbatches) -> Pipel
     chunks = 2 if placement == "v" else max(1, -(-stages // p))
     kind = PLACEMENTS[placement] if chunks > 1 else "linear"
     split = any(op.kind in (OpKind.I, OpKind.W) for op in ops)
+    count = microbatches if microbatches is not None else max(op.microbatch for op in ops) + 1
+    check_op_budget(max(stages, p * chunks) * count * (3 if split else 2), _largest_cell(rows, tokens),
+                    "the pipeline this CSV describes")
     source = SpecSource(file, Span(file, 1, 1, 1, 2), (), tuple(tokens),
                         tuple((r, Span(file, r + 1, 1, r + 1, 2)) for r in range(p)))
-    count = microbatches if microbatches is not None else max(op.microbatch for op in ops) + 1
     spec = PipelineSpec(name, p, count, "manual", kind, chunks, split,
                         any(x.kind is OpKind.OVERLAP for row in rows for x in row),
                         (costs,) * (p * chunks), (1,) * (p * chunks), None, tuple(rows), source)
     _check_stages(spec, tokens)
     return spec
+
+
+def _largest_cell(rows, tokens) -> Span:
+    """The cell whose stage or microbatch number is the largest (the likely typo)."""
+    spans, best, where = dict(tokens), -1, None
+    for r, row in enumerate(rows):
+        for i, instr in enumerate(row):
+            largest = max(max(op.stage, op.microbatch) for op in (instr.parts or (instr,)))
+            if largest > best:
+                best, where = largest, spans[(r, i)]
+    return where
 
 
 def _check_microbatches(rows, spans, microbatches: int) -> None:

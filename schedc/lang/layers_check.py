@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from ..errors import Note, Span
 from .layers import KINDS, Devices, LayeredStages, LayerModel, check_unique, expand_run
-from .spec import PipelineSpec, StageCost, _blocks
-from .values import located_error, suggest, to_bool, to_int, to_number, unique_settings
+from .spec import PipelineSpec, StageCost
+from .values import find_block, located_error, suggest, to_bool, to_int, to_number, unique_settings
 from .syntax import LayerItem, PipelineAST, Setting
 
 LAYER_KEYS = ("F", "B", "W", "activation", "params", "kind", "starts_stage")
@@ -88,7 +88,7 @@ def _model(items: tuple[LayerItem, ...], span: Span) -> LayerModel:
 
 
 def _devices(ast: PipelineAST, spec: PipelineSpec) -> Devices:
-    block = _blocks(ast, "devices")
+    block = find_block(ast, "devices")
     base = {"speed": 1.0, "limit": spec.memory_limit}
     rows = [dict(base) for _ in range(spec.ranks)]
     if block is None:

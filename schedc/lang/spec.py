@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..errors import Diagnostic, Note, SchedError, Span, at
+from ..errors import Note, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
+from .costs import StageCost, check_costs
 from .layers import LayeredStages
-from .syntax import Block, OrderItem, PipelineAST, Setting
-from .values import (located_error, search_settings, to_bool, to_choice, to_int, to_memory_number,
-                     to_number, unique_settings, unknown_key)
+from .syntax import Block, OrderItem, PipelineAST, ProgramAST, Setting
+from .values import (check_op_budget, check_stage_exists, find_block, located_error, search_settings,
+                     to_bool, to_choice, to_int, to_memory_number, unique_settings, unknown_key)
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev")
 SEARCHES = ("search", "optimal")  # found by schedc.search, not handcrafted
@@ -30,25 +31,6 @@ FAMILY_PLACEMENT = {"gpipe": "linear", "1f1b": "linear", "interleaved": "interle
                     "optimal": "linear"}
 SPLIT_FAMILIES = frozenset({"zb-h1", "zb-h2", "zbv", "dualpipe", "dualpipev", "search", "optimal"})
 OVERLAP_FAMILIES = frozenset({"dualpipe", "dualpipev", "search"})
-
-
-@dataclass(frozen=True, slots=True)
-class StageCost:
-    """Time of each op kind on one stage. `backward` is the full backward B = I + W."""
-
-    forward: float = 1
-    backward: float = 2
-    weight: float = 1
-    overlap: float | None = None  # F&B; None means forward + backward (no gain)
-    comm: float = 0  # transfer time of this stage's output (activation or gradient)
-
-    @property
-    def input_grad(self) -> float:
-        return self.backward - self.weight
-
-    @property
-    def overlap_cost(self) -> float:
-        return self.forward + self.backward if self.overlap is None else self.overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +137,6 @@ def spec_to_json(spec: PipelineSpec) -> dict:
 
 _TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap",
              "search_time", "seed", "stages", "min_stage_layers")
-_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
 _MEMORY_KEYS = ("activation", "limit", "weight_grad", "parameters")
 
 
@@ -169,14 +150,6 @@ def _top_settings(ast: PipelineAST) -> dict[str, Setting]:
             raise located_error(f"pipeline '{ast.name}' does not say how many {key} it has; add `{key} = N`",
                        ast.name_span)
     return settings
-
-
-def _blocks(ast: PipelineAST, kind: str) -> Block | None:
-    found = [b for b in ast.blocks if b.kind == kind]
-    if len(found) > 1:
-        raise located_error(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
-                   Note("first one here", found[0].span))
-    return found[0] if found else None
 
 
 def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults: dict) -> list[dict]:
@@ -194,31 +167,15 @@ def _stage_values(block: Block | None, keys, num_stages: int, convert, defaults:
             if key not in keys or key == "limit":
                 raise unknown_key(s, [k for k in keys if k != "limit"], f"per-stage {block.kind}")
         for stage, span in override.stages:
-            if stage >= num_stages:
-                raise located_error(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}",
-                           span)
+            check_stage_exists(stage, span, num_stages)
             per_stage[stage].update({k: convert(s) for k, s in values.items()})
     return per_stage
-
-
-def _costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
-    block = _blocks(ast, "cost")
-    rows = _stage_values(block, tuple(_COST_KEYS), num_stages, to_number, {})
-    costs = []
-    for stage, row in enumerate(rows):
-        cost = StageCost(**{_COST_KEYS[k]: v for k, v in row.items()})
-        if split and cost.weight > cost.backward:
-            raise located_error(f"stage {stage}: W = {cost.weight} is larger than the full backward "
-                       f"B = {cost.backward}; B is the full backward (I + W), so W <= B",
-                       block.span if block else ast.name_span)
-        costs.append(cost)
-    return tuple(costs)
 
 
 def _memory(ast: PipelineAST, num_stages: int) -> tuple[dict, float | None, Span | None]:
     """Per-stage memory figures (activation, weight_grad, parameters: tuples, the last two empty
     when never set), the per-rank limit (None: no limit), and where the limit is."""
-    block = _blocks(ast, "memory")
+    block = find_block(ast, "memory")
     rows = _stage_values(block, _MEMORY_KEYS, num_stages, to_memory_number,
                          {"activation": 1, "weight_grad": 1, "parameters": 0})
     limit = rows[0].get("limit") if rows else None
@@ -251,14 +208,17 @@ def _placement(settings: dict[str, Setting], schedule: str) -> tuple[str, int]:
     return placement, chunks
 
 
-MAX_OPS = 3_000_000  # stage-microbatch pairs x 3 ops; DualPipe 64 x 512 has 98,304 ops
-
-
-def _check_size(settings: dict[str, Setting], stage_microbatches: int) -> None:
-    if 3 * stage_microbatches > MAX_OPS:
-        raise located_error(f"this pipeline has {stage_microbatches:,} stage-microbatch pairs; schedc "
-                   f"handles up to {MAX_OPS // 3:,} (is a number mistyped?)",
-                   settings["microbatches"].value_span)
+def check_program(program: ProgramAST) -> list[PipelineSpec]:
+    """Check every pipeline of a file; two pipelines may not share a name (`--pipeline NAME`
+    must mean one of them), reported at the second name."""
+    seen: dict[str, Span] = {}
+    for ast in program.pipelines:
+        if ast.name in seen:
+            raise located_error(f"a second pipeline named '{ast.name}'; pipelines in one file need different "
+                       "names (`--pipeline NAME` picks one)", ast.name_span,
+                       Note("the first one is here", seen[ast.name]))
+        seen[ast.name] = ast.name_span
+    return [check_pipeline(ast) for ast in program.pipelines]
 
 
 def check_pipeline(ast: PipelineAST) -> PipelineSpec:
@@ -279,10 +239,11 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
                        settings["schedule"].value_span)
     ranks, microbatches = to_int(settings["ranks"]), to_int(settings["microbatches"])
     placement, chunks = _placement(settings, schedule)
-    _check_size(settings, ranks * chunks * microbatches)
     split = schedule in SPLIT_FAMILIES
     if "split_backward" in settings:
         split = to_bool(settings["split_backward"])
+    check_op_budget(ranks * chunks * microbatches * (3 if split else 2),
+                    settings["microbatches"].value_span, f"pipeline '{ast.name}'")
     overlap = to_bool(settings["overlap"]) if "overlap" in settings else schedule in OVERLAP_FAMILIES
     num_stages = ranks * chunks
     memory, limit, limit_span = _memory(ast, num_stages)
@@ -294,7 +255,7 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
     source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
-                        _costs(ast, num_stages, split), memory["activation"], limit, None, source,
+                        check_costs(ast, num_stages, split), memory["activation"], limit, None, source,
                         memory["weight_grad"], memory["parameters"], **searching)
     if placement == "bidirectional" and microbatches % 2:
         raise located_error(f"a bidirectional pipeline splits its microbatches between two directions, so "

@@ -7,6 +7,8 @@ module sees a lark exception.
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -16,6 +18,30 @@ from lark import Lark, Token, Transformer
 
 from ..errors import Diagnostic, SchedError, Span
 from ..ir import Instr, parse_instr_token
+
+
+MAX_WHOLE = 999_999_999  # the largest rank, stage, microbatch or peer number a file may write
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def shorten(text: str, limit: int = 24) -> str:
+    """`text` for a message: whole when short, else its start and its length."""
+    return text if len(text) <= limit else f"{text[:limit - 8]}... ({len(text):,} characters)"
+
+
+def bounded_int(text: str, span: Span, what: str = "number") -> int:
+    """`text` (ASCII digits) as an int, refused at `span` beyond MAX_WHOLE; the length is checked
+    before `int()` sees the text, so no input reaches Python's 4300-digit conversion limit."""
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_WHOLE)) or int(digits) > MAX_WHOLE:
+        raise SchedError([Diagnostic(f"{what} {shorten(text)} is too large: schedc takes whole "
+                                     f"numbers up to {MAX_WHOLE:,}", span)])
+    return int(digits)
+
+
+def _check_token_numbers(token: str, span: Span) -> None:
+    for run in _DIGITS.findall(token):
+        bounded_int(run, span, f"in '{shorten(token)}', the number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +195,7 @@ class _Builder(Transformer):
     overlap_key = plain_key
 
     def stage_list(self, children):
-        return tuple((int(t), self._span(t)) for t in children)
+        return tuple((bounded_int(str(t), self._span(t), "stage"), self._span(t)) for t in children)
 
     def _override(self, children):
         stages, *settings = children
@@ -211,24 +237,30 @@ class _Builder(Transformer):
         return LayerItem(str(name), self._span(name), int(repeat) if repeat else 1,
                          self._span(repeat) if repeat else None, settings, span)
 
-    def _item(self, instr: Instr, first: Token, last: Token) -> OrderItem:
-        return OrderItem(instr, Span(self.file, first.line, first.column, last.end_line, last.end_column))
+    def _item(self, first: Token, last: Token) -> OrderItem:
+        """The instruction written from `first` to `last` (one token, or F&B's two)."""
+        span = Span(self.file, first.line, first.column, last.end_line, last.end_column)
+        tokens = (first,) if first is last else (first, last)
+        for token in tokens:
+            _check_token_numbers(str(token), span)
+        instrs = [parse_instr_token(str(t)) for t in tokens]
+        return OrderItem(instrs[0] if len(instrs) == 1 else Instr.overlap(*instrs), span)
 
     def compute(self, children):
-        return self._item(parse_instr_token(str(children[0])), children[0], children[0])
+        return self._item(children[0], children[0])
 
     comm = compute
     grad_sum = compute
 
     def overlap(self, children):
-        forward, backward = (parse_instr_token(str(t)) for t in children)
-        return self._item(Instr.overlap(forward, backward), children[0], children[1])
+        return self._item(children[0], children[1])
 
     def rank_line(self, children):
         rank_token, *items = children
         last = items[-1].span if items else self._span(rank_token)
         span = Span(self.file, rank_token.line, rank_token.column, last.end_line, last.end_col)
-        return RankLine(int(rank_token), self._span(rank_token), tuple(items), span)
+        rank = bounded_int(str(rank_token), self._span(rank_token), "rank")
+        return RankLine(rank, self._span(rank_token), tuple(items), span)
 
 
 def _pipeline_from_tree(builder: _Builder, tree: lark.Tree) -> PipelineAST:
@@ -254,13 +286,26 @@ def parse_program(text: str, file: str = "<input>") -> ProgramAST:
     """Parse a whole .sched file into its AST; raises `SchedError` with a located message."""
     tree = _parse_tree(text, file, "start")
     builder = _Builder(file)
-    return ProgramAST(file, tuple(_pipeline_from_tree(builder, p) for p in tree.children))
+    with _builder_errors():
+        return ProgramAST(file, tuple(_pipeline_from_tree(builder, p) for p in tree.children))
 
 
 def parse_rank_lines(text: str, file: str = "<plan>") -> tuple[RankLine, ...]:
     """Parse the printed text form of a plan (`rank R: tokens...` lines)."""
     tree = _parse_tree(text, file, "plan_text")
-    return _Builder(file).transform(tree)
+    with _builder_errors():
+        return _Builder(file).transform(tree)
+
+
+@contextmanager
+def _builder_errors():
+    """Lark wraps what a Transformer callback raises in VisitError; give back our SchedError."""
+    try:
+        yield
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, SchedError):
+            raise exc.orig_exc from None
+        raise
 
 
 def _parse_tree(text: str, file: str, start: str) -> lark.Tree:
@@ -338,7 +383,7 @@ def _diagnostic_from_lark(exc: lark.exceptions.UnexpectedInput, text: str, file:
         found = repr(text[exc.pos_in_stream]) if exc.pos_in_stream < len(text) else "end of file"
         width = 1
     elif isinstance(exc, lark.exceptions.UnexpectedEOF) or exc.token.type == "$END":
-        lines = text.splitlines() or [""]
+        lines = text.rstrip().split("\n")  # just after the last text, counting lines as lark does
         line, col, found, width = len(lines), len(lines[-1]) + 1, "end of file", 1
     else:
         found, width = repr(str(exc.token)), max(1, len(str(exc.token)))

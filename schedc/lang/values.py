@@ -1,14 +1,22 @@
-"""Setting values: each converter turns a `Setting`'s raw text into a typed value or a located
-`SchedError` that names the setting and what it takes (used by `spec.check_pipeline`)."""
+"""Checking one written value: numbers, words and choices, each refused at its place.
+
+Every number a user writes passes through here (or `bounded_int`), so none can overflow a float or
+exceed Python's int-to-str digit limit into a traceback.
+"""
 
 from __future__ import annotations
 
 import difflib
 
 from ..errors import Diagnostic, Note, SchedError, Span
-from .syntax import Setting
+from .syntax import Block, PipelineAST, Setting, bounded_int, shorten
 
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+# The most compute ops (DAG nodes) one pipeline may have, whichever reader made it (.sched or
+# PyTorch CSV). DualPipe on 64 ranks x 512 microbatches has 98,304 and compiles, verifies and
+# simulates in about ten seconds; the time grows faster than the ops (64 x 2048 1F1B: ~50 s).
+MAX_OPS = 100_000
+MAX_NUMBER = 1e15  # the largest cost, activation or limit: sums over millions of ops stay exact-ish
 
 
 def located_error(message: str, span: Span | None, *notes: Note) -> SchedError:
@@ -26,10 +34,11 @@ def unknown_key(setting: Setting, known, where: str) -> SchedError:
 
 
 def to_int(setting: Setting, minimum: int = 1) -> int:
-    try:
-        value = int(setting.value)
-    except ValueError:
-        raise located_error(f"{setting.key} must be a whole number, got '{setting.value}'", setting.value_span) from None
+    digits = setting.value[1:] if setting.value[:1] in ("+", "-") else setting.value
+    if not digits.isdigit():
+        raise located_error(f"{setting.key} must be a whole number, got '{shorten(setting.value)}'",
+                   setting.value_span)
+    value = bounded_int(digits, setting.value_span, setting.key) * (-1 if setting.value[0] == "-" else 1)
     if value < minimum:
         raise located_error(f"{setting.key} must be at least {minimum}, got {value}", setting.value_span)
     return value
@@ -39,9 +48,15 @@ def to_number(setting: Setting) -> float:
     try:
         value = float(setting.value)
     except ValueError:
-        raise located_error(f"{setting.key} must be a number, got '{setting.value}'", setting.value_span) from None
-    if value < 0 or value != value or value == float("inf"):
-        raise located_error(f"{setting.key} must be a finite number >= 0, got '{setting.value}'", setting.value_span)
+        raise located_error(f"{setting.key} must be a number, got '{shorten(setting.value)}'",
+                   setting.value_span) from None
+    if value < 0 or value != value:
+        raise located_error(f"{setting.key} must be a number >= 0, got '{shorten(setting.value)}'",
+                   setting.value_span)
+    if value > MAX_NUMBER:
+        raise located_error(f"{setting.key} = {shorten(setting.value)} is too large: schedc takes costs and "
+                   f"sizes up to {MAX_NUMBER:g}, so that sums over every op stay finite",
+                   setting.value_span)
     return int(value) if value.is_integer() else value
 
 
@@ -68,6 +83,27 @@ def unique_settings(settings, what: str) -> dict[str, Setting]:
                        Note("first set here", seen[s.key].key_span))
         seen[s.key] = s
     return seen
+
+
+def find_block(ast: PipelineAST, kind: str) -> Block | None:
+    found = [b for b in ast.blocks if b.kind == kind]
+    if len(found) > 1:
+        raise located_error(f"more than one {kind} block in pipeline '{ast.name}'; merge them", found[1].span,
+                   Note("first one here", found[0].span))
+    return found[0] if found else None
+
+
+def check_stage_exists(stage: int, span: Span, num_stages: int) -> None:
+    if stage >= num_stages:
+        raise located_error(f"stage {stage} does not exist: this pipeline has stages 0..{num_stages - 1}", span)
+
+
+def check_op_budget(ops: int, span: Span | None, what: str) -> None:
+    """Refuse, at `span`, a pipeline of more than MAX_OPS compute ops, before anything is built."""
+    if ops > MAX_OPS:
+        raise located_error(f"{what} has {ops:,} compute ops (stages x microbatches x op kinds); schedc "
+                   f"takes up to {MAX_OPS:,}, which compile, verify and simulate in about ten seconds "
+                   "(the time grows faster than the ops): is a number mistyped?", span)
 
 
 def to_memory_number(setting: Setting) -> float:

@@ -13,10 +13,14 @@ _COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "o
 
 
 def _cost_items(cost: StageCost, base: StageCost | None = None) -> str:
+    """`F = 1  B = 2 ...`: every set field, or (with `base`) those that differ from it. A stage
+    that changes F or B always states its F&B (else the reader would derive one from the gain)."""
     items = []
+    reshaped = base is not None and (cost.forward, cost.backward) != (base.forward, base.backward)
     for key, name in _COST_FIELDS:
         value = getattr(cost, name)
-        if value is None or (base is not None and getattr(base, name) == value):
+        same = base is not None and getattr(base, name) == value and not (key == "F&B" and reshaped)
+        if value is None or same:
             continue
         items.append(f"{key} = {value:g}")
     return "  ".join(items)

@@ -20,6 +20,9 @@ REVERSE_COLORS = {OpKind.F: "#9fc3e7", OpKind.B: "#f4a6a7", OpKind.I: "#f9c48d",
 NAMES = {OpKind.F: "forward", OpKind.B: "backward (full)", OpKind.I: "input-grad backward",
          OpKind.W: "weight-grad backward"}
 ROW, LABEL, PAD, CHAR = 26, 64, 12, 6.2  # row height, rank label width, padding, px per char
+CAP_CHAR, CAP_LINE, LEG_ROW = 7.9, 17, 18  # caption px per char (13px bold), caption line, legend row
+CHUNK_DARKEN = 0.4  # the last chunk of a rank is its kind's color 40% of the way to black
+MIN_WIDTH = 420  # narrower, the legend's longest entry, the rank labels and a few cells do not fit
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,30 @@ def _scale(makespan: float, width: int | None) -> float:
     return max(2.0, min(24.0, 3600 / max(makespan, 1e-9)))
 
 
-def _label(spec: PipelineSpec, op: Instr) -> str:
-    """The microbatch; `r` marks direction 1 (whose stage on a rank is then implied); where a
-    rank holds several stages of one direction (interleaved, V), `stage.microbatch`."""
-    if spec.chunks == 1:
-        return f"{op.microbatch}{'r' if op.direction else ''}"
-    return f"{op.stage}.{op.microbatch}"
+def chunk_of(spec: PipelineSpec, op: Instr) -> int:
+    """Which of its rank's stages (virtual stages, chunks) `op` runs: 0 for the rank's first
+    stage in model order, up to chunks - 1 (interleaved: stage // ranks; V: 0 going down, 1 back)."""
+    return op.stage // spec.ranks if spec.chunks > 1 else 0
+
+
+def _darken(color: str, amount: float) -> str:
+    """`color` (#rrggbb) moved `amount` (0..1) of the way to black."""
+    rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c * (1 - amount)):02x}" for c in rgb)
+
+
+def _fill(spec: PipelineSpec, op: Instr) -> str:
+    """The kind's color; direction 1 light; a rank's later chunks progressively darker, so the
+    virtual stages of an interleaved or V pipeline tell apart at a glance (and from direction 1)."""
+    if op.direction:
+        return REVERSE_COLORS[op.kind]
+    return _darken(COLORS[op.kind], CHUNK_DARKEN * chunk_of(spec, op) / max(1, spec.chunks - 1))
+
+
+def _label(op: Instr) -> str:
+    """The microbatch; `r` marks direction 1. Which of its rank's stages a cell runs is its shade
+    (`_fill`), and the tooltip names the stage."""
+    return f"{op.microbatch}{'r' if op.direction else ''}"
 
 
 def _tooltip(slot, op: Instr | None = None) -> str:
@@ -70,9 +91,9 @@ def _cell(spec: PipelineSpec, slot, x0: float, y: float, scale: float) -> str:
            f'data-start="{slot.start:g}" data-end="{slot.end:g}" data-op="{escape(format_instr(slot.instr))}">',
            f"<title>{escape(_tooltip(slot))}</title>"]
     for op, hx, hw in _halves(spec, slot, x, w):
-        fill = (REVERSE_COLORS if op.direction else COLORS)[op.kind]
-        out.append(f'<rect x="{hx:.2f}" y="{y + 2:.2f}" width="{hw:.2f}" height="{ROW - 4}" fill="{fill}"/>')
-        text = _label(spec, op)
+        out.append(f'<rect x="{hx:.2f}" y="{y + 2:.2f}" width="{hw:.2f}" height="{ROW - 4}" '
+                   f'fill="{_fill(spec, op)}"/>')
+        text = _label(op)
         if hw >= len(text) * CHAR + 2:
             css = "lbl dark" if op.direction else "lbl"
             out.append(f'<text x="{hx + hw / 2:.2f}" y="{y + ROW / 2 + 4:.2f}" class="{css}">{escape(text)}</text>')
@@ -83,11 +104,43 @@ def _cell(spec: PipelineSpec, slot, x0: float, y: float, scale: float) -> str:
 
 
 def _caption(panel: Panel) -> str:
+    """What the panel shows, its parts separated by " | " (where it wraps when narrow)."""
     spec, t = panel.spec, panel.timeline
     peak = max(r.peak_activations for r in t.ranks)
-    return (f"{spec.name}: {spec.schedule}, {spec.placement}, {spec.ranks} ranks x "
-            f"{spec.microbatches} microbatches | makespan {t.makespan:g} | bubble {t.bubble:g} "
+    layout = "" if spec.placement == spec.schedule else f", {spec.placement} placement"
+    if spec.chunks > 1:
+        layout += f", {spec.chunks} stages per rank (darker: later ones)"
+    return (f"{spec.name}: {spec.schedule}{layout} | {spec.ranks} ranks x {spec.microbatches} "
+            f"microbatches | makespan {t.makespan:g} | bubble {t.bubble:g} "
             f"(ratio {t.bubble_ratio:.1%}) | peak activations {peak:g}")
+
+
+def wrap_caption(text: str, width: float, char: float = CAP_CHAR) -> list[str]:
+    """`text` in lines of at most `width` pixels: whole " | " parts where they fit, else words."""
+    room = max(8, int(width / char))
+    lines: list[str] = []
+    for part in text.split(" | "):
+        joined = f"{lines[-1]} | {part}" if lines else part
+        if lines and len(joined) <= room:
+            lines[-1] = joined
+            continue
+        lines += _words_to_lines(part, room)
+    return lines
+
+
+def _words_to_lines(text: str, room: int) -> list[str]:
+    lines = [""]
+    for word in text.split(" "):
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > room:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+    return lines
+
+
+def _caption_svg(x: float, y: float, lines: list[str]) -> str:
+    spans = "".join(f'<tspan x="{x}" dy="{0 if i == 0 else CAP_LINE}">{escape(line)}</tspan>'
+                    for i, line in enumerate(lines))
+    return f'<text x="{x}" y="{y + 12}" class="cap">{spans}</text>'
 
 
 def _axis(x0: float, y: float, makespan: float, scale: float) -> list[str]:
@@ -103,45 +156,57 @@ def _axis(x0: float, y: float, makespan: float, scale: float) -> list[str]:
     return out
 
 
-def _legend(x: float, y: float, kinds: list[OpKind], has_overlap: bool, has_reverse: bool) -> list[str]:
-    out = []
-    for kind in kinds:
-        out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{COLORS[kind]}"/>'
-                   f'<text x="{x + 16}" y="{y + 10}" class="leg">{kind.value} {NAMES[kind]}</text>')
-        x += 16 + len(f"{kind.value} {NAMES[kind]}") * CHAR + 14
+def _legend_items(kinds: list[OpKind], has_overlap: bool, has_reverse: bool, has_chunks: bool):
+    """(swatch fill, swatch class, text) of each legend entry."""
+    items = [(COLORS[k], "", f"{k.value} {NAMES[k]}") for k in kinds]
     if has_overlap:
-        out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="#ffffff" class="pair"/>'
-                   f'<text x="{x + 16}" y="{y + 10}" class="leg">overlapped F&amp;B pair</text>')
-        x += 16 + 22 * CHAR + 14
+        items.append(("#ffffff", "pair", "overlapped F&B pair"))
     if has_reverse:
-        out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{REVERSE_COLORS[OpKind.F]}"/>'
-                   f'<text x="{x + 16}" y="{y + 10}" class="leg">light: direction 1</text>')
-    return out
+        items.append((REVERSE_COLORS[OpKind.F], "", "light: direction 1"))
+    if has_chunks:
+        items.append((_darken(COLORS[OpKind.F], CHUNK_DARKEN), "", "darker: a later stage of the rank"))
+    return items
+
+
+def _legend(x0: float, y: float, right: float, items) -> tuple[list[str], float]:
+    """The legend's SVG, its entries flowing into as many rows as `right` needs; and its height."""
+    out, x, rows = [], x0, 1
+    for fill, css, text in items:
+        width = 16 + len(text) * CHAR + 14
+        if x > x0 and x + width - 14 > right:
+            x, y, rows = x0, y + LEG_ROW, rows + 1
+        swatch_class = f' class="{css}"' if css else ""
+        out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{fill}"{swatch_class}/>'
+                   f'<text x="{x + 16}" y="{y + 10}" class="leg">{escape(text)}</text>')
+        x += width
+    return out, rows * LEG_ROW
 
 
 _STYLE = ("<style>text{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;fill:#222}"
           ".lbl{font-size:10px;text-anchor:middle;fill:#fff}.dark{fill:#222}.tick{font-size:10px;text-anchor:middle}"
-          ".leg{font-size:11px}.cap{font-size:13px;font-weight:bold}.rank{font-size:11px}"
+          ".leg{font-size:11px}.note{font-size:11px;fill:#8a4b00}.cap{font-size:13px;font-weight:bold}.rank{font-size:11px}"
           ".op{fill:none;stroke:#ffffff;stroke-width:0.6}.pair{fill:none;stroke:#222;stroke-width:1.6}"
           ".axis{stroke:#555;stroke-width:1}.row{fill:#f4f4f4}</style>")
 
 
-def render_timeline_svg(panels: list[Panel], width: int | None = None) -> str:
-    """The SVG of one or more timelines on one time axis (the longest sets the scale)."""
+def render_timeline_svg(panels: list[Panel], width: int | None = None, notes: tuple[str, ...] = ()) -> str:
+    """The SVG of one or more timelines on one time axis (the longest sets the scale), at least
+    MIN_WIDTH wide; legend, captions and `notes` (printed under the axis) wrap to the width."""
     makespan = max(p.timeline.makespan for p in panels)
     scale = _scale(makespan, width)
     x0 = LABEL + PAD
-    total_w = x0 + makespan * scale + PAD
-    body, y = [], PAD
-    kinds = sorted({op.kind for p in panels for s in p.timeline.slots
-                    for op in (s.instr.parts or (s.instr,))}, key=lambda k: "FBIW".index(k.value))
-    has_overlap = any(s.instr.kind is OpKind.OVERLAP for p in panels for s in p.timeline.slots)
-    has_reverse = any(p.spec.directions == 2 for p in panels)
-    body += _legend(x0, y, kinds, has_overlap, has_reverse)
-    y += 26
+    total_w = max(x0 + makespan * scale + PAD, MIN_WIDTH)
+    slots = [(p.spec, s) for p in panels for s in p.timeline.slots]
+    kinds = sorted({op.kind for _, s in slots for op in (s.instr.parts or (s.instr,))},
+                   key=lambda k: "FBIW".index(k.value))
+    items = _legend_items(kinds, any(s.instr.kind is OpKind.OVERLAP for _, s in slots),
+                          any(p.spec.directions == 2 for p in panels), any(p.spec.chunks > 1 for p in panels))
+    body, height = _legend(PAD, PAD, total_w - PAD, items)
+    y = PAD + height + 8
     for panel in panels:
-        body.append(f'<text x="{PAD}" y="{y + 12}" class="cap">{escape(_caption(panel))}</text>')
-        y += 20
+        lines = wrap_caption(_caption(panel), total_w - 2 * PAD)
+        body.append(_caption_svg(PAD, y, lines))
+        y += 20 + CAP_LINE * (len(lines) - 1)
         for rank in range(panel.spec.ranks):
             body.append(f'<rect x="{x0}" y="{y + ROW * rank + 1}" width="{makespan * scale:.2f}" '
                         f'height="{ROW - 2}" class="row"/>'
@@ -149,7 +214,14 @@ def render_timeline_svg(panels: list[Panel], width: int | None = None) -> str:
         body += [_cell(panel.spec, s, x0, y + ROW * s.rank, scale) for s in panel.timeline.slots]
         y += ROW * panel.spec.ranks + 6
     body += _axis(x0, y, makespan, scale)
-    total_h = y + 24
+    y += 24
+    for note in notes:
+        lines = wrap_caption(note, total_w - 2 * PAD, CHAR * 1.1)
+        spans = "".join(f'<tspan x="{PAD}" dy="{0 if i == 0 else 14}">{escape(line)}</tspan>'
+                        for i, line in enumerate(lines))
+        body.append(f'<text x="{PAD}" y="{y + 10}" class="note">{spans}</text>')
+        y += 14 * len(lines) + 4
+    total_h = y
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:.0f}" height="{total_h:.0f}" '
             f'viewBox="0 0 {total_w:.0f} {total_h:.0f}" data-scale="{scale:g}" data-x0="{x0}">')
     return "".join([head, _STYLE, '<rect width="100%" height="100%" fill="#ffffff"/>', *body, "</svg>\n"])

@@ -1,0 +1,123 @@
+"""Per-stage costs: the `cost { }` block and its `stage N { }` overrides, checked into `StageCost`s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import Note
+from .syntax import PipelineAST, Setting
+from .values import check_stage_exists, find_block, located_error, to_number, unique_settings, unknown_key
+
+_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
+
+
+@dataclass(frozen=True, slots=True)
+class StageCost:
+    """Time of each op kind on one stage. `backward` is the full backward B = I + W."""
+
+    forward: float = 1
+    backward: float = 2
+    weight: float = 1
+    overlap: float | None = None  # F&B; None means forward + backward (no gain)
+    comm: float = 0  # transfer time of this stage's output (activation or gradient)
+
+    @property
+    def input_grad(self) -> float:
+        return self.backward - self.weight
+
+    @property
+    def overlap_cost(self) -> float:
+        return self.forward + self.backward if self.overlap is None else self.overlap
+
+
+def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
+    """Each stage's costs: the block's values, then its `stage N { }` overrides, then the defaults
+    that depend on other keys (W = B / 2; a stage that changes F or B keeps the block's F&B gain)."""
+    block = find_block(ast, "cost")
+    if block is None:
+        return tuple(_stage_cost({}, {}, split, None) for _ in range(num_stages))
+    base = unique_settings(block.settings, " in the cost block")
+    for s in base.values():
+        if s.key not in _COST_KEYS:
+            raise unknown_key(s, tuple(_COST_KEYS), "cost")
+    block_cost = _stage_cost(base, {}, split, None)
+    rows: list[dict[str, Setting]] = [{} for _ in range(num_stages)]
+    for override in block.overrides:
+        values = unique_settings(override.settings, " in this stage block")
+        for s in values.values():
+            if s.key not in _COST_KEYS:
+                raise unknown_key(s, tuple(_COST_KEYS), "per-stage cost")
+        for stage, span in override.stages:
+            check_stage_exists(stage, span, num_stages)
+            rows[stage].update(values)
+    return tuple(_stage_cost(base, own, split, block_cost, stage) for stage, own in enumerate(rows))
+
+
+def _stage_cost(base: dict[str, Setting], own: dict[str, Setting], split: bool,
+                block_cost: StageCost | None, stage: int | None = None) -> StageCost:
+    """One stage's `StageCost` from the block's settings and the stage's own (which win).
+
+    Invariants of the result: W <= B when the backward is split, max(F, B) <= F&B <= F + B.
+    W defaults to B / 2. A stage that overrides F or B without its own F&B keeps the block's
+    overlap gain (F + B - F&B), bounded to [max(F, B), F + B]."""
+    written = {**base, **own}
+    value = {k: to_number(s) for k, s in written.items()}
+    forward, backward = value.get("F", 1), value.get("B", 2)
+    weight = value["W"] if "W" in value else _tidy(backward / 2)
+    where = f"stage {stage}: " if stage is not None else ""
+    if split and weight > backward:
+        notes = [Note(f"{where}B is set here", own["B"].value_span)] if "B" in own and "W" not in own else []
+        raise located_error(f"{where}W = {weight:g} is larger than the full backward B = {backward:g}; B is "
+                   "the full backward (I + W), so W <= B", written.get("W", written.get("B")).value_span,
+                   *notes)
+    overlap = value.get("F&B")
+    changed = ("F" in own or "B" in own) and "F&B" not in own
+    if overlap is not None and changed and block_cost is not None:
+        gain = block_cost.forward + block_cost.backward - block_cost.overlap_cost
+        overlap = _tidy(max(forward, backward, forward + backward - gain))
+    elif overlap is not None and not max(forward, backward) <= overlap <= forward + backward:
+        raise located_error(f"{where}F&B = {overlap:g} must lie between max(F, B) = {max(forward, backward):g} "
+                   f"and F + B = {forward + backward:g}: an overlapped pair takes at least as long as "
+                   "its longer half and at most as long as both in turn", written["F&B"].value_span)
+    return StageCost(forward, backward, weight, overlap, value.get("comm", 0))
+
+
+def _tidy(value: float) -> float:
+    """A whole float as an int (so `B / 2` of 2 prints as 1, as a typed 1 does)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _pieces(source: int, target: int, t: int):
+    """(source stage, the share of it) that target stage `t` covers, when one model cut into
+    `source` equal-length stages is cut again into `target` ones. Units of 1/(source x target)
+    keep the boundaries exact: target t is [t*source, (t+1)*source), source s is [s*target, ...)."""
+    low, high = t * source, (t + 1) * source
+    for s in range(low // target, -(-high // target)):
+        covered = min(high, (s + 1) * target) - max(low, s * target)
+        if covered > 0:
+            yield s, covered / target
+
+
+def recut_sizes(values: tuple[float, ...], stages: int) -> tuple[float, ...]:
+    """Per-stage sizes (activations) of the same model cut into `stages` stages: each new stage
+    holds the shares of the old stages it covers. The total is kept."""
+    return tuple(_tidy(sum(values[s] * share for s, share in _pieces(len(values), stages, t)))
+                 for t in range(stages))
+
+
+def recut_costs(costs: tuple[StageCost, ...], stages: int) -> tuple[StageCost, ...]:
+    """The per-stage costs of the same model (the same layers, in order) cut into `stages` stages
+    instead of `len(costs)`: F, B, W and F&B of a new stage are the shares of the old stages it
+    covers (so a family with k times the stages runs each at 1/k, and uneven stages stay where
+    they are in the model); comm is that of the old stage in which the new stage's output cut
+    falls (the tensors between layers do not shrink). Keeps max(F, B) <= F&B <= F + B."""
+    source = len(costs)
+
+    def share(t: int, field: str) -> float:
+        return _tidy(sum(getattr(costs[s], field) * part for s, part in _pieces(source, stages, t)))
+
+    any_overlap = any(c.overlap is not None for c in costs)
+    return tuple(StageCost(share(t, "forward"), share(t, "backward"), share(t, "weight"),
+                           share(t, "overlap_cost") if any_overlap else None,
+                           costs[-(-(t + 1) * source // stages) - 1].comm)
+                 for t in range(stages))
