@@ -203,10 +203,10 @@ def assert_matches_reference(run, losses, ref):
 
 @pytest.mark.parametrize("helpers", [True, False])
 def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helpers, monkeypatch, tmp_path):
-    from schedc.backends.torch import runner as runner_module
-    if helpers and not runner_module.SPLIT_WITH_TORCH_HELPERS:
+    from schedc.backends.torch import compute
+    if helpers and not compute.SPLIT_WITH_TORCH_HELPERS:
         pytest.skip("this torch has no pipelining backward helpers")
-    monkeypatch.setattr(runner_module, "SPLIT_WITH_TORCH_HELPERS", helpers)
+    monkeypatch.setattr(compute, "SPLIT_WITH_TORCH_HELPERS", helpers)
     # one rank holding two stages (V placement), so the split runs on a stage with an input gradient
     assert_matches_reference(*run_on_one_rank(tmp_path, "zbv"))
 
@@ -222,7 +222,7 @@ def test_overlapped_pairs_without_a_hook_take_the_two_stream_path(monkeypatch, t
 
     class Stream:
         def __init__(self, name):
-            self.name = name
+            self.name, self.device = name, None
 
         def wait_stream(self, other):
             log.append(f"{self.name} waits {other.name}")
@@ -240,18 +240,21 @@ def test_overlapped_pairs_without_a_hook_take_the_two_stream_path(monkeypatch, t
     monkeypatch.setattr(torch.cuda, "stream", on)
     monkeypatch.setattr(torch.Tensor, "record_stream", lambda tensor, stream: log.append(f"record {stream.name}"))
 
+    from schedc.backends.torch import compute
+    for name in ("stage_forward", "full_backward"):
+        function = getattr(compute, name)
+        monkeypatch.setattr(compute, name, lambda *a, f=function, n=name, **k: (log.append(n), f(*a, **k))[1])
+
     def prepare(runner):
-        runner.two_streams = True
+        runner.overlap_way = "streams"
         for block in runner.modules.values():  # the same blocks without their overlap hook
             block.__class__ = type("PlainBlock", (type(block),), {"overlapped_forward_backward": None})
-        for name in ("_forward", "_backward"):
-            method = getattr(runner, name)
-            monkeypatch.setattr(runner, name, lambda *a, m=method, n=name, **k: (log.append(n), m(*a, **k))[1])
 
     run, losses, ref = run_on_one_rank(tmp_path, "dualpipev", prepare)
     assert_matches_reference(run, losses, ref)
     pairs = sum(1 for x in run.plan.ranks[0] if x.kind.value == "OVERLAP")
-    pattern = ["side waits current", "enter side", "_forward", "leave side", "_backward", "current waits side"]
+    pattern = ["side waits current", "enter side", "stage_forward", "leave side", "full_backward",
+               "current waits side"]
     starts = [i for i, entry in enumerate(log) if entry == "side waits current"]
     assert len(starts) == pairs > 0
     for i in starts:
