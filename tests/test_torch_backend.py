@@ -135,7 +135,8 @@ def test_schedc_run_launches_torchrun_checks_and_traces(tmp_path):
 def test_profile_prints_a_cost_block_that_parses(capsys):
     import schedc
     from schedc.cli import main
-    assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile"]) == 0
+    assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile",
+                 "--bandwidth", "10", "--repeats", "4"]) == 0
     block = capsys.readouterr().out.split("\n", 1)[1]
     [spec] = schedc.parse(f"pipeline p {{ ranks = 4 microbatches = 8 schedule = zb-h1\n{block} }}", "p.sched")
     assert all(c.forward > 0 and c.backward >= c.weight >= 0 for c in spec.costs)

@@ -159,6 +159,9 @@ def main(argv=None) -> int:
                             model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
                             comm_device=comm_device)
     runner.synchronize_records = bool(args.trace)
+    if args.overlap == "streams" and device.type != "cuda":
+        raise SystemExit("schedc: error: --overlap streams needs CUDA; on cpu overlapped pairs run sequentially")
+    runner.overlap_way = args.overlap or runner.overlap_way
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)

@@ -13,14 +13,16 @@ This module imports torch only inside the functions that need it.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from ..backends.torch.options import RANK_OPTIONS, add_rank_options
+from ..backends.torch.options import RANK_OPTIONS, add_rank_options, positive_float, positive_int
 from ..lang.spec import PipelineSpec
-from .common import UsageError, _load, _select
+from ..lang.writer import replace_cost_block
+from .common import UsageError, _load, _select, _write
 
 LAUNCHER_FAILURE = "ChildFailedError"
 
@@ -36,6 +38,10 @@ def cmd_run(args) -> int:
         raise UsageError(f"--nproc {nproc}, but the pipeline has ranks = {spec.ranks}: one process per rank")
     if not Path(args.model).is_file():
         raise UsageError(f"cannot read the model file '{args.model}'")
+    if args.profile_out and not args.profile:
+        raise UsageError("--profile-out writes what --profile measures: add --profile")
+    if args.profile:
+        return _profile(spec, args)
     problem = None if args.profile else device_problem(nproc, args.device, args.comm)
     if problem:
         raise UsageError(problem)
@@ -46,22 +52,54 @@ def cmd_run(args) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
                "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "schedc.backends.torch",
                args.file, "--model", args.model, "--pipeline", spec.name, *rank_arguments(for_ranks)]
-    if args.profile:
-        return _profile(spec, args)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
     return run_torchrun(command)
 
 
 def _profile(spec: PipelineSpec, args) -> int:
+    """Time the model's stages with the runner's own compute; print the figures, what to doubt,
+    and the cost block; with --profile-out, write it into a copy of the file."""
     import torch
 
     from ..backends.torch.__main__ import load_model
-    from ..backends.torch.measure import format_cost_block, profile_stages
+    from ..backends.torch.commprobe import comm_from_bandwidth, measure_comm
+    from ..backends.torch.profiler import (cost_rows, format_cost_block, format_profile_table, profile_stages,
+                                           recommended_way, sanity_warnings)
 
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.cuda.set_device(0)
+    elif args.overlap == "streams":
+        raise UsageError("--overlap streams needs CUDA; on cpu an overlapped pair runs sequentially")
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and spec.ranks > 1:  # as torchrun gives each of several ranks
+        threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+        torch.set_num_threads(threads)
     model = load_model(args.model)
-    rows = profile_stages(model, spec.num_stages, getattr(torch, args.dtype))
-    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, this machine)")
-    print(format_cost_block(rows))
+    profiles = profile_stages(model, spec.num_stages, getattr(torch, args.dtype), device, args.overlap,
+                              repeats=args.repeats)
+    sizes = [p.output_bytes for p in profiles]
+    if args.bandwidth:
+        comm, how = comm_from_bandwidth(sizes, args.bandwidth), f"computed from --bandwidth {args.bandwidth:g} GB/s"
+    else:
+        backend = args.comm or ("nccl" if device.type == "cuda" else "gloo")
+        comm, how = measure_comm(sizes, backend, device.type), f"measured between two processes over {backend}"
+    where = f"{device}" + (f", {threads} thread(s)" if device.type == "cpu" else "")
+    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}); median after "
+          f"a warm-up, ±spread (interquartile range / median); comm {how}")
+    print(format_profile_table(profiles, comm))
+    for warning in sanity_warnings(profiles):
+        print(f"# warning: {warning}")
+        print(f"schedc: warning: {warning}", file=sys.stderr)
+    way = recommended_way(profiles)
+    if way is not None:
+        print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
+    block = format_cost_block(cost_rows(profiles, comm))
+    print(block)
+    if args.profile_out:
+        text = Path(args.file).read_text(encoding="utf-8")
+        _write(replace_cost_block(text, spec.source.ast, block), args.profile_out,
+               [] if args.force else [args.file], force=args.force)
     return 0
 
 
@@ -136,8 +174,16 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="a model file defining build_stages, loss_fn and "
                    "make_batch (see examples/models/mlp.py)")
     p.add_argument("--pipeline")
-    p.add_argument("--nproc", type=int, help="processes (default: the pipeline's ranks)")
+    p.add_argument("--nproc", type=positive_int, help="processes (default: the pipeline's ranks)")
     add_rank_options(p)
-    p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, W, F&B "
-                   "and print a cost block to paste into the .sched file (runs nothing distributed)")
+    p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, I, W, F&B "
+                   "and comm with the runner's own compute and print a cost block (milliseconds) to paste "
+                   "into the .sched file")
+    p.add_argument("--profile-out", metavar="FILE", help="with --profile: write a copy of the .sched file "
+                   "with the measured cost block in it")
+    p.add_argument("--force", action="store_true", help="let --profile-out overwrite an existing .sched file")
+    p.add_argument("--repeats", type=positive_int, default=10, help="with --profile: timed repeats per "
+                   "figure at least (more, up to 4x, while the median is not stable)")
+    p.add_argument("--bandwidth", type=positive_float, metavar="GB/S", help="with --profile: compute comm "
+                   "from this bandwidth instead of measuring it between two processes")
     p.set_defaults(func=cmd_run)
