@@ -124,6 +124,7 @@ def test_schedc_run_launches_torchrun_checks_and_traces(tmp_path):
                              "--check", "--trace", str(trace)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout and "bubble ratio: measured" in result.stdout
+    assert "measured step" in result.stdout and "; predicted step " in result.stdout
     events = json.loads(trace.read_text())["traceEvents"]
     import schedc
     [spec] = schedc.load(ROOT / "examples" / "manual.sched")
@@ -176,7 +177,8 @@ def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
 
     import schedc
     from schedc.backends.torch import runner as runner_module
-    from schedc.backends.torch.__main__ import load_model, reference
+    from schedc.backends.torch.__main__ import load_model
+    from schedc.backends.torch.check import reference_run
     model = load_model(str(ROOT / "examples" / "models" / "transformer.py"))
     [spec] = schedc.parse(f"pipeline one {{ ranks = 1 microbatches = 3 schedule = {family} }}", "one.sched")
     compiled = schedc.compile(spec)
@@ -190,7 +192,7 @@ def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
         losses = run.step(inputs, targets)
     finally:
         dist.destroy_process_group()
-    return run, losses, reference(model, compiled.spec, torch.float64, inputs, targets)
+    return run, losses, reference_run(model, compiled.spec.num_stages, 3, 1, torch.float64, 0.01)[1:]
 
 
 def assert_matches_reference(run, losses, ref):
@@ -350,6 +352,7 @@ def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monke
     assert "NCCL runs on GPUs only" in device_problem(4, "cpu", "nccl")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_problem(4, None, None) is None  # the ranks fall back to cpu
+    assert "--comm nccl needs GPUs, and this torch sees none" in device_problem(4, None, "nccl")
     assert "sees no GPU; use --device cpu" in device_problem(4, "cuda", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

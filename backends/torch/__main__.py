@@ -22,12 +22,10 @@ from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
+from .check import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
-
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
-
 
 def load_model(path: str):
     """The user's model file as a module (build_stages, loss_fn, make_batch)."""
@@ -82,34 +80,21 @@ def same_plan_everywhere(digest: str, world: int, device) -> bool:
     return all(torch.equal(mine, other) for other in everyone)
 
 
-def reference(model, spec, dtype, inputs, targets):
-    """Gradients per stage and losses per microbatch of the plain single-process run."""
-    stages = [m.to(dtype) for m in model.build_stages(spec.num_stages)]
-    losses = []
-    for x, y in zip(inputs, targets):
-        out = x
-        for m in stages:
-            out = m(out)
-        loss = model.loss_fn(out, y)
-        loss.backward()
-        losses.append(loss.detach())
-    return [[p.grad for p in m.parameters()] for m in stages], losses
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    scale = want.norm().item()
-    return (got - want).norm().item() / scale if scale else (got - want).norm().item()
-
-
-def check(runner, model, spec, dtype, inputs, targets, losses) -> float:
-    grads, ref_losses = reference(model, spec, dtype, inputs, targets)
-    worst = 0.0
-    for (d, s), module in runner.modules.items():
-        for p, want in zip(module.parameters(), grads[s]):
-            worst = max(worst, relative_error(p.grad.cpu(), want))
-    for g, loss in losses.items():
-        worst = max(worst, relative_error(loss.cpu(), ref_losses[g]))
-    return worst
+def _check(args, runner, model, spec, dtype, grads, losses, comm_device) -> int:
+    """Compare with the single-process run; every rank prints where it found a NaN or inf, rank 0
+    the largest relative error and PASS/FAIL. 0 when it passes."""
+    reference = reference_run(model, spec.num_stages, spec.microbatches, args.steps, dtype, args.lr)
+    worst, problems = compare(runner.rank, runner.modules, grads, losses, reference)
+    for problem in problems:
+        print(f"check: {problem}", flush=True)
+    worst = torch.tensor([worst], dtype=torch.float64, device=comm_device)
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    ok = worst.item() <= TOLERANCE[dtype]
+    if runner.rank == 0:
+        print(f"largest relative error against a single-process run after {args.steps} training step(s) "
+              f"(losses, gradients, parameters): {worst.item():.3e} (tolerance {TOLERANCE[dtype]:g}, "
+              f"{args.dtype}): {'PASS' if ok else 'FAIL'}", flush=True)
+    return 0 if ok else 1
 
 
 def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
@@ -162,11 +147,10 @@ def main(argv=None) -> int:
     if args.overlap == "streams" and device.type != "cuda":
         raise SystemExit("schedc: error: --overlap streams needs CUDA; on cpu overlapped pairs run sequentially")
     runner.overlap_way = args.overlap or runner.overlap_way
+    optimizer = make_optimizer(model, [p for m in runner.modules.values() for p in m.parameters()], args.lr)
     for step in range(args.steps):
-        for module in runner.modules.values():
-            module.zero_grad(set_to_none=True)
-        inputs, targets = model.make_batch(spec.microbatches, step)
-        inputs, targets = [x.to(dtype) for x in inputs], [y.to(dtype) for y in targets]
+        optimizer.zero_grad(set_to_none=True)
+        inputs, targets = batch(model, spec.microbatches, step, dtype)
         dist.barrier()  # a common start, so the ranks' measured times line up
         try:
             losses = runner.step(inputs, targets)
@@ -174,18 +158,14 @@ def main(argv=None) -> int:
             print(f"schedc: error: {error}", file=sys.stderr)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
+        grads = {key: [None if p.grad is None else p.grad.clone() for p in m.parameters()]
+                 for key, m in runner.modules.items()} if args.check else {}
+        optimizer.step()
     if args.trace:
         _write_trace(args.trace, runner, compiled, rank, world)
     status = 0
     if args.check:
-        worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64,
-                             device=comm_device)
-        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-        ok = worst.item() <= TOLERANCE[dtype]
-        if rank == 0:
-            print(f"largest relative error against a single-process run: {worst.item():.3e} "
-                  f"(tolerance {TOLERANCE[dtype]:g}, {args.dtype}): {'PASS' if ok else 'FAIL'}")
-        status = 0 if ok else 1
+        status = _check(args, runner, model, spec, dtype, grads, losses, comm_device)
     dist.destroy_process_group()
     return status
 

@@ -36,11 +36,19 @@ def merge_trace(path: str, ranks: int) -> list[list[dict]]:
 _COMPUTE = {"F", "B", "I", "W", "OVERLAP"}
 
 
+def measured_step(parts: list[list[dict]]) -> float:
+    """Seconds from the first instruction's start to the last one's end, over all ranks."""
+    return max(row["end"] for rows in parts for row in rows) - min(row["start"] for rows in parts for row in rows)
+
+
 def compare_with_simulation(parts: list[list[dict]], timeline: Timeline) -> str:
-    """Measured step time and per-rank idle share beside the simulated ones."""
-    step = max(row["end"] for rows in parts for row in rows) - min(row["start"] for rows in parts for row in rows)
-    lines = [f"measured step {step * 1e3:.2f} ms; simulated makespan {timeline.makespan:g} cost units "
-             f"(bubble ratio measured vs simulated below)",
+    """Measured step time and per-rank idle share beside the simulated (predicted) ones. The
+    prediction is in the cost block's units: milliseconds when it came from `--profile`."""
+    step = measured_step(parts)
+    predicted = timeline.makespan
+    lines = [f"measured step {step * 1e3:.2f} ms; predicted step {predicted:.4g} (simulated makespan, in the "
+             f"cost block's units: ms when it came from --profile); measured / predicted = "
+             f"{step * 1e3 / predicted if predicted else float('inf'):.3f}",
              f"{'rank':>4} {'busy ms':>9} {'idle share':>11} {'simulated idle share':>21}"]
     idle_total = 0.0
     for rank, rows in enumerate(parts):

@@ -30,9 +30,13 @@ def positive_float(text: str) -> float:
 
 
 RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
-    ("--steps", dict(type=positive_int, default=1, help="training steps to run")),
-    ("--check", dict(action="store_true", help="compare losses and every gradient with a single-process "
-                     "run; prints the largest relative error and PASS/FAIL")),
+    ("--steps", dict(type=positive_int, default=1, help="training steps to run (forward, backward, "
+                     "optimizer step)")),
+    ("--lr", dict(type=positive_float, default=0.01, help="the learning rate of the SGD step when the model "
+                  "file defines no make_optimizer(parameters)")),
+    ("--check", dict(action="store_true", help="compare losses, every gradient and every parameter after "
+                     "the last step with a single-process run; prints the largest relative error and PASS/FAIL "
+                     "(a NaN or inf on either side fails, saying where)")),
     ("--dtype", dict(choices=("float64", "float32"), default="float64")),
     ("--device", dict(choices=("cpu", "cuda"), help="default: cuda when available (NCCL, one GPU per rank: "
                       "LOCAL_RANK), else cpu (gloo)")),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from ..backends.torch.options import RANK_OPTIONS, add_rank_options, positive_float, positive_int
+from ..compiler import compile_spec
 from ..lang.spec import PipelineSpec
 from ..lang.writer import replace_cost_block
 from .common import UsageError, _load, _select, _write
@@ -27,10 +28,22 @@ from .common import UsageError, _load, _select, _write
 LAUNCHER_FAILURE = "ChildFailedError"
 
 
+TORCH_NEEDED = "this command needs torch: pip install 'schedc[torch]'"
+
+
+def require_torch() -> None:
+    """Refuse, with the install command, when torch cannot be imported."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError(TORCH_NEEDED) from None
+
+
 def cmd_run(args) -> int:
     """Start `torchrun` with one process per rank, each running `schedc.backends.torch`."""
     import socket
 
+    require_torch()
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
     nproc = args.nproc or spec.ranks
@@ -42,6 +55,7 @@ def cmd_run(args) -> int:
         raise UsageError("--profile-out writes what --profile measures: add --profile")
     if args.profile:
         return _profile(spec, args)
+    compile_spec(spec)  # once, here: a plan that does not verify starts nothing
     problem = None if args.profile else device_problem(nproc, args.device, args.comm)
     if problem:
         raise UsageError(problem)
@@ -123,7 +137,9 @@ def device_problem(nproc: int, device: str | None, comm: str | None) -> str | No
     import torch
 
     if not torch.cuda.is_available():
-        return "--device cuda, but this torch sees no GPU; use --device cpu" if device == "cuda" else None
+        if device == "cuda":
+            return "--device cuda, but this torch sees no GPU; use --device cpu"
+        return "--comm nccl needs GPUs, and this torch sees none; use gloo (the default on cpu)" if comm == "nccl" else None
     gpus = torch.cuda.device_count()
     if (comm or "nccl") == "nccl" and nproc > gpus:
         return (f"NCCL needs one GPU per rank: {nproc} ranks, {gpus} GPU(s); add --comm gloo to share "

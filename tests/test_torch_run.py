@@ -1,0 +1,85 @@
+"""`schedc run` as a user meets it: a step trains, --check fails on NaN and on parameters that
+differ, bad arguments and plans are refused before anything starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from test_torch_backend import MLP, ROOT, launch, sched  # noqa: E402
+
+
+def schedc_run(*args, timeout=120):
+    return subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", "run", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def model_file(tmp_path, name, extra):
+    path = tmp_path / f"{name}.py"
+    path.write_text(Path(MLP).read_text() + extra)
+    return str(path)
+
+
+def test_check_fails_on_a_nan_loss_and_says_where(tmp_path):
+    model = model_file(tmp_path, "nan", """
+def loss_fn(output, target):
+    return torch.nn.functional.mse_loss(output, target, reduction="sum") * float("nan")
+""")
+    codes, outputs, _ = launch([sched(tmp_path, "1f1b", 2, 2)] * 2, model=model, extra=("--check",))
+    assert codes == [1, 1], outputs
+    assert "rank 1, loss of microbatch 0 is nan in the pipelined run" in outputs[1]
+    assert "loss of microbatch 0 is nan in the single-process run" in outputs[1]
+    assert "FAIL" in outputs[0] and "PASS" not in outputs[0]
+
+
+def test_a_step_runs_the_optimizer_and_check_compares_the_parameters(tmp_path):
+    # an optimizer whose rate depends on how many parameters it holds: a rank (one stage) steps
+    # differently from the single-process run (every stage), so only the parameters differ
+    model = model_file(tmp_path, "optim", """
+def make_optimizer(parameters):
+    return torch.optim.SGD(parameters, lr=0.01 * len(parameters))
+""")
+    codes, outputs, _ = launch([sched(tmp_path, "1f1b", 2, 2)] * 2, model=model, extra=("--check",))
+    assert codes == [1, 1], outputs
+    assert "after 1 training step(s) (losses, gradients, parameters)" in outputs[0] and "FAIL" in outputs[0]
+
+
+@pytest.mark.parametrize("option,value", [("--steps", "0"), ("--steps", "-2"), ("--timeout", "0"),
+                                          ("--lr", "-1"), ("--nproc", "0")])
+def test_bad_arguments_are_refused_before_launching(option, value):
+    result = schedc_run(ROOT / "examples" / "manual.sched", "--model", MLP, option, value, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: expected a" in result.stderr and "torch.distributed.run" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["run", "examples/manual.sched", "--model", MLP],
+                                  ["run", "examples/manual.sched", "--model", MLP, "--profile"],
+                                  ["audit-torch"]])
+def test_commands_that_need_torch_say_so_without_it(argv):
+    hide_torch = ("import sys; sys.modules['torch'] = None; from schedc.cli import main; "
+                  f"sys.exit(main({argv!r}))")
+    result = subprocess.run([sys.executable, "-c", hide_torch], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "this command needs torch: pip install 'schedc[torch]'" in result.stderr
+
+
+def test_audit_shows_where_pytorchs_1f1b_departs_from_schedcs():
+    from schedc.interop.torch_audit import audit
+    from schedc.lang.spec import StageCost
+    [row] = [r for r in audit(4, 8, StageCost()) if r["torch"] == "1F1B"]
+    if not row["torch_result"].get("problem"):
+        pytest.skip("this torch's 1F1B verifies")
+    assert row["first_difference"].startswith("rank 3, step 0: torch F3.1, schedc F3.0")
+
+
+def test_a_plan_that_does_not_verify_starts_nothing(tmp_path):
+    deadlock = tmp_path / "deadlock.sched"
+    deadlock.write_text("pipeline d { ranks = 2 microbatches = 1 order {\n"
+                        "  rank 0: B0.0 F0.0\n  rank 1: F1.0 B1.0\n} }\n")
+    result = schedc_run(deadlock, "--model", MLP, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "deadlock.sched:" in result.stderr and "torch.distributed.run" not in result.stderr
