@@ -83,3 +83,21 @@ def test_a_plan_that_does_not_verify_starts_nothing(tmp_path):
     result = schedc_run(deadlock, "--model", MLP, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "deadlock.sched:" in result.stderr and "torch.distributed.run" not in result.stderr
+
+
+def test_ranks_with_different_rank_counts_say_they_hold_different_plans(tmp_path):
+    a = sched(tmp_path, "1f1b", 2, 4, "a.sched")
+    b = sched(tmp_path, "1f1b", 3, 4, "b.sched")
+    codes, outputs, _ = launch([a, b], extra=("--timeout", "20"))
+    assert codes == [1, 1], outputs
+    assert all("the ranks hold different plans" in out and "Traceback" not in out for out in outputs)
+
+
+def test_a_hung_rank_is_named_by_its_peers_and_its_watchdog_ends_it(tmp_path):
+    from test_torch_backend import model_with_broken_stage
+    model = model_with_broken_stage(tmp_path, "hung", 1, 1, "import time; time.sleep(600)")
+    codes, outputs, seconds = launch([sched(tmp_path, "1f1b", 2, 2)] * 2, model=model, extra=("--timeout", "4"))
+    assert codes == [1, 1], outputs
+    assert "rank 1 has been in F1.0 for" in outputs[0]
+    assert "rank 1 has been in F1.0 for" in outputs[1] and "giving up" in outputs[1]
+    assert seconds < 60

@@ -26,6 +26,7 @@ from .check import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
+from .watch import Watchdog, stuck_peers
 
 def load_model(path: str):
     """The user's model file as a module (build_stages, loss_fn, make_batch)."""
@@ -80,6 +81,14 @@ def same_plan_everywhere(digest: str, world: int, device) -> bool:
     return all(torch.equal(mine, other) for other in everyone)
 
 
+def _name_stuck_peers(store, rank: int, world: int) -> None:
+    try:
+        for line in stuck_peers(store, rank, world):
+            print(f"schedc: error: {line}", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - the store's host has gone: nothing more to say
+        pass
+
+
 def _check(args, runner, model, spec, dtype, grads, losses, comm_device) -> int:
     """Compare with the single-process run; every rank prints where it found a NaN or inf, rank 0
     the largest relative error and PASS/FAIL. 0 when it passes."""
@@ -130,37 +139,48 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     compiled = compile_file(args.file, args.pipeline)
     spec, plan = compiled.spec, compiled.plan
-    if world != spec.ranks:
-        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
     device, comm = pick_devices(args.device, args.comm, rank)
     comm_device = device if comm == "nccl" else torch.device("cpu")
-    dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
+    if args.overlap == "streams" and device.type != "cuda":
+        raise SystemExit("schedc: error: --overlap streams needs CUDA; on cpu overlapped pairs run sequentially")
+    try:
+        dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
+    except (RuntimeError, ValueError) as error:  # DistStoreError, DistNetworkError: a peer never came
+        raise SystemExit(f"schedc: error: rank {rank}: the {world} ranks did not all meet within {args.timeout:g} s "
+                         f"(did one fail before joining? see its message): {str(error).splitlines()[0]}") from None
     if not same_plan_everywhere(plan_digest(spec, plan), world, comm_device):
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
+    if world != spec.ranks:
+        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
     model = load_model(args.model)
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in model.build_stages(n)],
                             model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
                             comm_device=comm_device)
     runner.synchronize_records = bool(args.trace)
-    if args.overlap == "streams" and device.type != "cuda":
-        raise SystemExit("schedc: error: --overlap streams needs CUDA; on cpu overlapped pairs run sequentially")
     runner.overlap_way = args.overlap or runner.overlap_way
+    store = dist.distributed_c10d._get_default_store()  # private, but the store init_process_group made
+    watchdog = Watchdog(store, runner, limit=2 * args.timeout).start()
     optimizer = make_optimizer(model, [p for m in runner.modules.values() for p in m.parameters()], args.lr)
     for step in range(args.steps):
-        optimizer.zero_grad(set_to_none=True)
+        for module in runner.modules.values():
+            module.zero_grad(set_to_none=True)
         inputs, targets = batch(model, spec.microbatches, step, dtype)
         dist.barrier()  # a common start, so the ranks' measured times line up
         try:
             losses = runner.step(inputs, targets)
         except RuntimeError as error:
             print(f"schedc: error: {error}", file=sys.stderr)
+            _name_stuck_peers(store, rank, world)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
         grads = {key: [None if p.grad is None else p.grad.clone() for p in m.parameters()]
                  for key, m in runner.modules.items()} if args.check else {}
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
+    runner.current = None
+    watchdog.stop()
     if args.trace:
         _write_trace(args.trace, runner, compiled, rank, world)
     status = 0

@@ -17,8 +17,11 @@ import torch
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
-def make_optimizer(model, parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The model file's optimizer over `parameters`, or SGD with `lr`."""
+def make_optimizer(model, parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer | None:
+    """The model file's optimizer over `parameters`, or SGD with `lr`; None when there are no
+    parameters (a rank whose stages have none has nothing to step)."""
+    if not parameters:
+        return None
     if hasattr(model, "make_optimizer"):
         return model.make_optimizer(parameters)
     return torch.optim.SGD(parameters, lr=lr)
@@ -36,7 +39,8 @@ def reference_run(model, num_stages: int, microbatches: int, steps: int, dtype: 
     stages = [m.to(dtype) for m in model.build_stages(num_stages)]
     optimizer = make_optimizer(model, [p for m in stages for p in m.parameters()], lr)
     for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
+        for m in stages:
+            m.zero_grad(set_to_none=True)
         losses = []
         for x, y in zip(*batch(model, microbatches, step, dtype)):
             out = x
@@ -46,7 +50,8 @@ def reference_run(model, num_stages: int, microbatches: int, steps: int, dtype: 
             loss.backward()
             losses.append(loss.detach())
         grads = [[None if p.grad is None else p.grad.clone() for p in m.parameters()] for m in stages]
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
     return stages, grads, losses
 
 

@@ -120,6 +120,7 @@ class PipelineRunner:
         self.synchronize_records = False  # CUDA: wait for the GPU after each instruction, so
         # `records` hold the GPU's times rather than the launch times (slows the step: for traces)
         self.received_proof = sends_received_before(plan, rank)
+        self.current: tuple[str, float] | None = None  # what runs and since when (wall clock; watch.py)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class PipelineRunner:
         self._plan_receives(state)
         for index, instr in enumerate(self.row):
             self._index = index
+            self.current = (str(instr), time.time())
             start = time.perf_counter()
             try:
                 self._execute(instr, state)
@@ -143,6 +145,7 @@ class PipelineRunner:
             self.records.append(Record(index, instr, start, time.perf_counter()))
         for peer, queue in state.sends.items():
             self._let_go(state, peer, proven=state.released.get(peer, 0) + len(queue))
+        self.current = ("between steps", time.time())
         return state.losses
 
     def _global(self, d: int, j: int) -> int:
