@@ -101,3 +101,40 @@ def test_a_hung_rank_is_named_by_its_peers_and_its_watchdog_ends_it(tmp_path):
     assert "rank 1 has been in F1.0 for" in outputs[0]
     assert "rank 1 has been in F1.0 for" in outputs[1] and "giving up" in outputs[1]
     assert seconds < 60
+
+
+def test_two_launchers_with_nnodes_2_run_one_pipeline(tmp_path):
+    from test_torch_backend import free_port
+    path = sched(tmp_path, "1f1b", 2, 4)
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-W", "ignore", "-m", "schedc", "run", str(path), "--model", MLP,
+                               "--check", "--nnodes", "2", "--node-rank", str(node), "--rdzv-endpoint", endpoint],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in range(2)]
+    results = [node.communicate(timeout=180) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results
+    assert "--nnodes=2 --node-rank=0" in results[0][1] and "PASS" in results[0][0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--nnodes", "2"], "--nnodes > 1 needs --rdzv-endpoint HOST:PORT"),
+    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "node ranks are 0..1"),
+    (["--nnodes", "3", "--rdzv-endpoint", "h:1"], "3 node(s) x 0 process(es), but the pipeline has ranks = 2")])
+def test_multi_node_options_are_checked_before_launching(argv, message):
+    result = schedc_run(ROOT / "examples" / "manual.sched", "--model", MLP, *argv, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_ranks_start_from_the_installed_package_not_the_checkout(tmp_path):
+    """A non-editable install run from the repository root: the checkout's schedc/ (which has no
+    backends/) must not shadow the installed package in the ranks."""
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300)
+    if install.returncode:
+        pytest.skip(f"pip could not install the package here: {install.stderr[-500:]}")
+    import os
+    env = dict(os.environ, PYTHONPATH=str(target))
+    result = subprocess.run([str(target / "bin" / "schedc"), "run", "examples/manual.sched", "--model", MLP,
+                             "--check"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PASS" in result.stdout and "--no-python" in result.stderr

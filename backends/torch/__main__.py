@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise SystemExit("schedc: error: RANK and WORLD_SIZE are not set: start the ranks with `torchrun "
-                         "--nproc-per-node N -m schedc.backends.torch ...`, or use `schedc run`")
+                         "--nproc-per-node N --no-python schedc-rank ...`, or use `schedc run`")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
     compiled = compile_file(args.file, args.pipeline)

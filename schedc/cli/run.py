@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -41,14 +42,10 @@ def require_torch() -> None:
 
 def cmd_run(args) -> int:
     """Start `torchrun` with one process per rank, each running `schedc.backends.torch`."""
-    import socket
-
     require_torch()
     _source, specs = _load(args.file)
     [spec] = _select(specs, args.pipeline, single=True)
-    nproc = args.nproc or spec.ranks
-    if nproc != spec.ranks:
-        raise UsageError(f"--nproc {nproc}, but the pipeline has ranks = {spec.ranks}: one process per rank")
+    nproc = _processes_per_node(spec, args)
     if not Path(args.model).is_file():
         raise UsageError(f"cannot read the model file '{args.model}'")
     if args.profile_out and not args.profile:
@@ -56,18 +53,57 @@ def cmd_run(args) -> int:
     if args.profile:
         return _profile(spec, args)
     compile_spec(spec)  # once, here: a plan that does not verify starts nothing
-    problem = None if args.profile else device_problem(nproc, args.device, args.comm)
+    problem = device_problem(nproc, args.device, args.comm)
     if problem:
         raise UsageError(problem)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     for_ranks = argparse.Namespace(**{**vars(args), "trace": args.trace and str(Path(args.trace).resolve())})
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "schedc.backends.torch",
-               args.file, "--model", args.model, "--pipeline", spec.name, *rank_arguments(for_ranks)]
+               *_rendezvous(args), *rank_program(), args.file, "--model", args.model, "--pipeline", spec.name,
+               *rank_arguments(for_ranks)]
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
     return run_torchrun(command)
+
+
+def _processes_per_node(spec: PipelineSpec, args) -> int:
+    """Ranks per node: --nproc, else the pipeline's ranks over --nnodes; one process per rank in all."""
+    if args.nnodes > 1 and not args.rdzv_endpoint:
+        raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (where node 0 listens), the same on "
+                         "every node")
+    if args.node_rank >= args.nnodes:
+        raise UsageError(f"--node-rank {args.node_rank}, but --nnodes {args.nnodes}: node ranks are "
+                         f"0..{args.nnodes - 1}")
+    nproc = args.nproc or spec.ranks // args.nnodes
+    if nproc * args.nnodes != spec.ranks:
+        raise UsageError(f"{args.nnodes} node(s) x {nproc} process(es), but the pipeline has ranks = "
+                         f"{spec.ranks}: one process per rank")
+    return nproc
+
+
+def _rendezvous(args) -> list[str]:
+    """torchrun's options for meeting the other ranks: this host alone on a free port, or the
+    multi-node options given (passed through)."""
+    if args.nnodes == 1 and not args.rdzv_endpoint:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    return [f"--nnodes={args.nnodes}", f"--node-rank={args.node_rank}", f"--rdzv-backend={args.rdzv_backend}",
+            f"--rdzv-endpoint={args.rdzv_endpoint}"]
+
+
+def rank_program() -> list[str]:
+    """How torchrun starts a rank: the installed `schedc-rank` entry point (`--no-python`), so a
+    checkout's schedc/ in the working directory cannot shadow the installed package (`python -m`
+    puts the working directory first on the path); `-m schedc.backends.torch` when schedc is not
+    installed (run from a source tree)."""
+    folders = [Path(sys.argv[0]).resolve().parent, Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    for folder in folders:
+        script = folder / "schedc-rank"
+        if script.is_file():
+            return ["--no-python", str(script)]
+    return ["-m", "schedc.backends.torch"]
 
 
 def _profile(spec: PipelineSpec, args) -> int:
@@ -190,7 +226,15 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="a model file defining build_stages, loss_fn and "
                    "make_batch (see examples/models/mlp.py)")
     p.add_argument("--pipeline")
-    p.add_argument("--nproc", type=positive_int, help="processes (default: the pipeline's ranks)")
+    p.add_argument("--nproc", type=positive_int, help="processes on this node (default: the pipeline's ranks "
+                   "over --nnodes)")
+    p.add_argument("--nnodes", type=positive_int, default=1, help="nodes (torchrun's option, passed through); "
+                   "start `schedc run` on each with its --node-rank")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1 (static rendezvous)")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the nodes meet (node 0's address and a "
+                   "free port), the same on every node")
+    p.add_argument("--rdzv-backend", choices=("static", "c10d"), default="static", help="torchrun's rendezvous: "
+                   "static (node ranks given) or c10d")
     add_rank_options(p)
     p.add_argument("--profile", action="store_true", help="measure the model's per-stage F, B, I, W, F&B "
                    "and comm with the runner's own compute and print a cost block (milliseconds) to paste "
