@@ -1,10 +1,12 @@
-"""One rank of `schedc run`: `torchrun --nproc-per-node N -m schedc.backends.torch FILE --model M.py`.
+"""One rank of `schedc run`: `torchrun --nproc-per-node N --no-python schedc-rank FILE --model M.py`
+(the `schedc-rank` entry point; `-m schedc.backends.torch` is the same program).
 
 Every rank compiles the same file, checks that all ranks hold the same plan (hash), builds its
-stages from the model file, runs the steps, and with `--check` compares its losses and gradients
-with a single-process run of the same model on the same microbatches. A failing rank prints
-which rank, which instruction and why, and exits non-zero; its peers' transfers then fail and
-they exit too (bounded by --timeout).
+stages from the model file, trains for the steps (forward, backward, optimizer step), and with
+`--check` compares its losses, gradients and parameters with a single-process run of the same
+model on the same microbatches (check.py). A failing rank prints which rank, which instruction
+and why, and exits non-zero; its peers' transfers then fail and they exit too, naming a peer that
+is stuck (bounded by --timeout; watch.py).
 """
 
 from __future__ import annotations
