@@ -138,3 +138,11 @@ def test_ranks_start_from_the_installed_package_not_the_checkout(tmp_path):
                              "--check"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout and "--no-python" in result.stderr
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile"]])
+def test_two_streams_are_refused_on_cpu_before_anything_runs(profile, capsys):
+    from schedc.cli import main
+    argv = ["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, "--device", "cpu", "--overlap", "streams"]
+    assert main(argv + profile) == 2
+    assert "--overlap streams needs CUDA" in capsys.readouterr().err

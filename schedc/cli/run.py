@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
     if args.profile:
         return _profile(spec, args)
     compile_spec(spec)  # once, here: a plan that does not verify starts nothing
-    problem = device_problem(nproc, args.device, args.comm)
+    problem = device_problem(nproc, args.device, args.comm) or _overlap_problem(args)
     if problem:
         raise UsageError(problem)
     for_ranks = argparse.Namespace(**{**vars(args), "trace": args.trace and str(Path(args.trace).resolve())})
@@ -119,8 +119,8 @@ def _profile(spec: PipelineSpec, args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.cuda.set_device(0)
-    elif args.overlap == "streams":
-        raise UsageError("--overlap streams needs CUDA; on cpu an overlapped pair runs sequentially")
+    elif _overlap_problem(args):
+        raise UsageError(_overlap_problem(args))
     threads = torch.get_num_threads()
     if device.type == "cpu" and spec.ranks > 1:  # as torchrun gives each of several ranks
         threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
@@ -163,6 +163,15 @@ def rank_arguments(args: argparse.Namespace) -> list[str]:
         elif value is not None:
             argv += [flag, str(value)]
     return argv
+
+
+def _overlap_problem(args) -> str | None:
+    import torch
+
+    on_cpu = args.device == "cpu" or not torch.cuda.is_available()
+    if args.overlap == "streams" and on_cpu:
+        return "--overlap streams needs CUDA; on cpu an overlapped pair runs sequentially"
+    return None
 
 
 def device_problem(nproc: int, device: str | None, comm: str | None) -> str | None:
