@@ -132,3 +132,19 @@ def test_profile_out_writes_the_cost_block_into_a_copy(tmp_path, capsys):
     assert source.read_text() == text
     assert main(argv + ["--profile-out", str(source), "--force"]) == 0
     assert "measured by schedc run --profile" in source.read_text()
+
+
+def test_replace_cost_block_keeps_everything_else_as_written():
+    from schedc.lang.syntax import parse_program
+    from schedc.lang.writer import replace_cost_block
+    text = ("# header\npipeline a { ranks = 2 microbatches = 4 }\n"
+            "pipeline b {\n  ranks = 2  # mine\n  microbatches = 4\n  cost { F = 1 stage 1 { F = 3 } }  # old\n}\n")
+    program = parse_program(text, "x.sched")
+    block = "cost { F = 5  B = 6 }"
+    replaced = replace_cost_block(text, program.pipelines[1], block)
+    assert replaced == text.replace("cost { F = 1 stage 1 { F = 3 } }", block)
+    added = replace_cost_block(text, program.pipelines[0], block)
+    assert added.startswith("# header\npipeline a { ranks = 2 microbatches = 4\n  cost { F = 5  B = 6 }\n}\n")
+    assert added.endswith(text.split("\n", 2)[2])
+    specs = schedc.parse(added, "y.sched")
+    assert specs[0].costs[0].forward == 5 and specs[1].costs[1].forward == 3
