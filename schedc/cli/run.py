@@ -1,7 +1,9 @@
 """`schedc run`: execute a plan on a torch model under torchrun, or profile the model's stages.
 
-The launcher checks the devices before starting torchrun, and reports a failed run in one line
-instead of torchrun's own traceback. The ranks print their own errors (`schedc: error: rank R,
+The launcher checks its arguments, compiles and verifies the plan, and checks the devices before
+starting torchrun (so nothing starts that would fail on every rank); it passes torchrun's
+multi-node options through and starts each rank as the installed `schedc-rank` entry point. It
+reports a failed run in one line instead of torchrun's own traceback. The ranks print their own errors (`schedc: error: rank R,
 instruction I (TOKEN): cause`), so when a rank fails, torchrun's traceback (ChildFailedError) and
 its summary block repeat what was said with launcher internals; they are dropped and replaced by one
 line naming the exit code. Any other traceback (a rank's own, say from a model file that does not
@@ -184,7 +186,9 @@ def device_problem(nproc: int, device: str | None, comm: str | None) -> str | No
     if not torch.cuda.is_available():
         if device == "cuda":
             return "--device cuda, but this torch sees no GPU; use --device cpu"
-        return "--comm nccl needs GPUs, and this torch sees none; use gloo (the default on cpu)" if comm == "nccl" else None
+        if comm == "nccl":
+            return "--comm nccl needs GPUs, and this torch sees none; use gloo (the default on cpu)"
+        return None
     gpus = torch.cuda.device_count()
     if (comm or "nccl") == "nccl" and nproc > gpus:
         return (f"NCCL needs one GPU per rank: {nproc} ranks, {gpus} GPU(s); add --comm gloo to share "
