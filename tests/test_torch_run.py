@@ -12,11 +12,6 @@ pytest.importorskip("torch")
 from test_torch_backend import MLP, ROOT, launch, sched  # noqa: E402
 
 
-def schedc_run(*args, timeout=120):
-    return subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", "run", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def model_file(tmp_path, name, extra):
     path = tmp_path / f"{name}.py"
     path.write_text(Path(MLP).read_text() + extra)
@@ -49,10 +44,12 @@ def make_optimizer(parameters):
 
 @pytest.mark.parametrize("option,value", [("--steps", "0"), ("--steps", "-2"), ("--timeout", "0"),
                                           ("--lr", "-1"), ("--nproc", "0")])
-def test_bad_arguments_are_refused_before_launching(option, value):
-    result = schedc_run(ROOT / "examples" / "manual.sched", "--model", MLP, option, value, timeout=60)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"argument {option}: expected a" in result.stderr and "torch.distributed.run" not in result.stderr
+def test_bad_arguments_are_refused_before_launching(option, value, capsys):
+    from schedc.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {option}: expected a" in err and "torch.distributed.run" not in err
 
 
 @pytest.mark.parametrize("argv", [["run", "examples/manual.sched", "--model", MLP],
@@ -76,13 +73,14 @@ def test_audit_shows_where_pytorchs_1f1b_departs_from_schedcs():
     assert row["first_difference"].startswith("rank 3, step 0: torch F3.1, schedc F3.0")
 
 
-def test_a_plan_that_does_not_verify_starts_nothing(tmp_path):
+def test_a_plan_that_does_not_verify_starts_nothing(tmp_path, capsys):
+    from schedc.cli import main
     deadlock = tmp_path / "deadlock.sched"
     deadlock.write_text("pipeline d { ranks = 2 microbatches = 1 order {\n"
                         "  rank 0: B0.0 F0.0\n  rank 1: F1.0 B1.0\n} }\n")
-    result = schedc_run(deadlock, "--model", MLP, timeout=60)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "deadlock.sched:" in result.stderr and "torch.distributed.run" not in result.stderr
+    assert main(["run", str(deadlock), "--model", MLP]) == 1
+    err = capsys.readouterr().err
+    assert "deadlock.sched:2:" in err and "torch.distributed.run" not in err
 
 
 def test_ranks_with_different_rank_counts_say_they_hold_different_plans(tmp_path):
@@ -119,9 +117,10 @@ def test_two_launchers_with_nnodes_2_run_one_pipeline(tmp_path):
     (["--nnodes", "2"], "--nnodes > 1 needs --rdzv-endpoint HOST:PORT"),
     (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "node ranks are 0..1"),
     (["--nnodes", "3", "--rdzv-endpoint", "h:1"], "3 node(s) x 0 process(es), but the pipeline has ranks = 2")])
-def test_multi_node_options_are_checked_before_launching(argv, message):
-    result = schedc_run(ROOT / "examples" / "manual.sched", "--model", MLP, *argv, timeout=60)
-    assert result.returncode == 2 and message in result.stderr
+def test_multi_node_options_are_checked_before_launching(argv, message, capsys):
+    from schedc.cli import main
+    assert main(["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_ranks_start_from_the_installed_package_not_the_checkout(tmp_path):
