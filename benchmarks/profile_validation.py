@@ -4,6 +4,7 @@ measured step with the simulated one.
 
     python benchmarks/profile_validation.py                  # 1f1b, zb-h1, dualpipev
     python benchmarks/profile_validation.py --families 1f1b --steps 3
+    python benchmarks/profile_validation.py --agreement      # two profiles: per-figure difference
 
 Model: examples/models/wide_mlp.py (8 Linear-GELU layers of 512, 128 rows, float32), big enough
 that compute dominates on CPU; 1f1b and zb-h1 cut it into 2 stages, dualpipev into 4.
@@ -34,7 +35,7 @@ MODEL = ROOT / "examples" / "models" / "wide_mlp.py"
 TARGET = 0.20
 
 
-def schedc(*args: str) -> str:
+def run_schedc(*args: str) -> str:
     """Run `schedc ARGS` (this interpreter); its standard output, or exit with its error."""
     result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", *args], capture_output=True,
                             text=True, cwd=ROOT)
@@ -74,10 +75,10 @@ def validate(family: str, microbatches: int, steps: int, folder: Path) -> tuple[
     source = folder / f"{family}.sched"
     source.write_text(f"pipeline v {{ ranks = 2 microbatches = {microbatches} schedule = {family} }}\n")
     profiled = folder / f"{family}.profiled.sched"
-    schedc("run", str(source), "--model", str(MODEL), "--dtype", "float32", "--profile",
+    run_schedc("run", str(source), "--model", str(MODEL), "--dtype", "float32", "--profile",
            "--profile-out", str(profiled), "--force")
     trace = folder / f"{family}.trace.json"
-    out = schedc("run", str(profiled), "--model", str(MODEL), "--dtype", "float32", "--steps", str(steps),
+    out = run_schedc("run", str(profiled), "--model", str(MODEL), "--dtype", "float32", "--steps", str(steps),
                  "--trace", str(trace))
     found = re.search(r"measured step ([\d.]+) ms; predicted step ([\d.e+]+)", out)
     if not found:
@@ -85,12 +86,38 @@ def validate(family: str, microbatches: int, steps: int, folder: Path) -> tuple[
     return float(found.group(2)), replayed(profiled, trace), float(found.group(1))
 
 
+def profile_costs(family: str, microbatches: int, folder: Path):
+    """The stage costs one `--profile` of the model measures (comm left out: it is measured apart)."""
+    import schedc
+    source = folder / f"{family}.sched"
+    source.write_text(f"pipeline v {{ ranks = 2 microbatches = {microbatches} schedule = {family} }}\n")
+    out = run_schedc("run", str(source), "--model", str(MODEL), "--dtype", "float32", "--profile", "--bandwidth", "10")
+    [spec] = schedc.parse(f"pipeline v {{ ranks = 2 microbatches = {microbatches} schedule = {family}\n"
+                          f"{out[out.index('cost {'):]} }}", "profile.sched")
+    return spec.costs
+
+
+def agreement(microbatches: int) -> None:
+    """Profile twice; print each figure's relative difference (target: within 10% on an idle machine)."""
+    with tempfile.TemporaryDirectory() as folder:
+        first, second = (profile_costs("dualpipev", microbatches, Path(folder)) for _ in range(2))
+    print(f"{'stage':>5} " + " ".join(f"{k:>8}" for k in ("F", "B", "W", "F&B")) + "   (two profiles, |a-b|/a)")
+    for stage, (a, b) in enumerate(zip(first, second)):
+        pairs = [(a.forward, b.forward), (a.backward, b.backward), (a.weight, b.weight),
+                 (a.overlap_cost, b.overlap_cost)]
+        print(f"{stage:>5} " + " ".join(f"{abs(x - y) / x:>8.1%}" for x, y in pairs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="1f1b,zb-h1,dualpipev")
     parser.add_argument("--microbatches", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--agreement", action="store_true", help="profile twice and compare instead")
     args = parser.parse_args()
+    if args.agreement:
+        agreement(args.microbatches)
+        return
     print(f"{'family':<10} {'predicted ms':>13} {'measured ms':>12} {'measured/predicted':>19}  "
           f"{'within ' + format(TARGET, '.0%'):<10} {'replayed ms':>12} {'measured/replayed':>18}")
     with tempfile.TemporaryDirectory() as folder:
