@@ -115,7 +115,7 @@ def test_profile_out_writes_the_cost_block_into_a_copy(tmp_path, capsys):
     text = "pipeline p {\n  ranks = 2  # two ranks\n  microbatches = 4\n  schedule = 1f1b\n}\n"
     source.write_text(text)
     out = tmp_path / "profiled.sched"
-    argv = ["run", str(source), "--model", MLP, "--profile", "--repeats", "4", "--bandwidth", "10"]
+    argv = ["run", str(source), "--model", MLP, "--profile", "--repeats", "4", "--bandwidth", "10", "--profile-alone"]
     assert main(argv + ["--profile-out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "comm computed from --bandwidth 10 GB/s" in printed
@@ -148,3 +148,17 @@ def test_replace_cost_block_keeps_everything_else_as_written():
     assert added.endswith(text.split("\n", 2)[2])
     specs = schedc.parse(added, "y.sched")
     assert specs[0].costs[0].forward == 5 and specs[1].costs[1].forward == 3
+
+
+def test_cpu_profiles_run_beside_companions_computing_as_the_other_ranks(capsys):
+    import multiprocessing
+
+    from schedc.backends.torch.companions import companions
+    from schedc.cli import main
+    with companions(MLP, 2, "float64", 2):
+        assert len(multiprocessing.active_children()) == 2  # both loaded the model and compute
+    assert not multiprocessing.active_children()
+    argv = ["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, "--profile", "--repeats", "4",
+            "--bandwidth", "10"]
+    assert main(argv) == 0
+    assert "beside 1 process(es) computing as this host's other ranks do" in capsys.readouterr().out

@@ -115,6 +115,7 @@ def _profile(spec: PipelineSpec, args) -> int:
 
     from ..backends.torch.__main__ import load_model
     from ..backends.torch.commprobe import comm_from_bandwidth, measure_comm
+    from ..backends.torch.companions import companions
     from ..backends.torch.profiler import (cost_rows, format_cost_block, format_profile_table, profile_stages,
                                            recommended_way, sanity_warnings)
 
@@ -128,15 +129,18 @@ def _profile(spec: PipelineSpec, args) -> int:
         threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
         torch.set_num_threads(threads)
     model = load_model(args.model)
-    profiles = profile_stages(model, spec.num_stages, getattr(torch, args.dtype), device, args.overlap,
-                              repeats=args.repeats)
+    others = spec.ranks // args.nnodes - 1 if device.type == "cpu" and not args.profile_alone else 0
+    with companions(args.model, spec.num_stages, args.dtype, others):
+        profiles = profile_stages(model, spec.num_stages, getattr(torch, args.dtype), device, args.overlap,
+                                  repeats=args.repeats)
     sizes = [p.output_bytes for p in profiles]
     if args.bandwidth:
         comm, how = comm_from_bandwidth(sizes, args.bandwidth), f"computed from --bandwidth {args.bandwidth:g} GB/s"
     else:
         backend = args.comm or ("nccl" if device.type == "cuda" else "gloo")
         comm, how = measure_comm(sizes, backend, device.type), f"measured between two processes over {backend}"
-    where = f"{device}" + (f", {threads} thread(s)" if device.type == "cpu" else "")
+    where = f"{device}" + (f", {threads} thread(s), beside {others} process(es) computing as this host's "
+                           "other ranks do" if device.type == "cpu" else "")
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}); median after "
           f"a warm-up, ±spread (interquartile range / median); comm {how}")
     print(format_profile_table(profiles, comm))
@@ -257,6 +261,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="let --profile-out overwrite an existing .sched file")
     p.add_argument("--repeats", type=positive_int, default=10, help="with --profile: timed repeats per "
                    "figure at least (more, up to 4x, while the median is not stable)")
+    p.add_argument("--profile-alone", action="store_true", help="with --profile on cpu: time the stages "
+                   "alone, not beside processes computing as the host's other ranks would")
     p.add_argument("--bandwidth", type=positive_float, metavar="GB/S", help="with --profile: compute comm "
                    "from this bandwidth instead of measuring it between two processes")
     p.set_defaults(func=cmd_run)
