@@ -8,6 +8,8 @@ measured step with the simulated one.
 
 Model: examples/models/wide_mlp.py (8 Linear-GELU layers of 512, 128 rows, float32), big enough
 that compute dominates on CPU; 1f1b and zb-h1 cut it into 2 stages, dualpipev into 4.
+The profile times each stage beside a process computing as the other rank does (the default on
+CPU; see backends/torch/companions.py).
 Target (issue 13): measured and predicted step within 20% for each family, on an idle machine.
 The measured step is the last of `--steps` (the first ones warm up).
 
