@@ -162,3 +162,17 @@ def test_cpu_profiles_run_beside_companions_computing_as_the_other_ranks(capsys)
             "--bandwidth", "10"]
     assert main(argv) == 0
     assert "beside 1 process(es) computing as this host's other ranks do" in capsys.readouterr().out
+
+
+def test_comm_on_one_gpu_is_measured_through_host_memory(monkeypatch):
+    """NCCL needs a GPU per process: with one GPU the profile measures over gloo and says so."""
+    import argparse
+
+    from schedc.backends.torch import commprobe
+    from schedc.cli.run import _measured_comm
+    calls = []
+    monkeypatch.setattr(commprobe, "measure_comm", lambda sizes, backend, where: calls.append((backend, where)) or
+                        [1.0] * len(sizes))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    comm, how = _measured_comm([8, 0], argparse.Namespace(comm=None), torch.device("cuda"))
+    assert calls == [("gloo", "cpu")] and how == "measured between two processes over gloo (host memory)"

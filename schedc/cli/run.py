@@ -3,10 +3,10 @@
 The launcher checks its arguments, compiles and verifies the plan, and checks the devices before
 starting torchrun (so nothing starts that would fail on every rank); it passes torchrun's
 multi-node options through and starts each rank as the installed `schedc-rank` entry point. It
-reports a failed run in one line instead of torchrun's own traceback. The ranks print their own errors (`schedc: error: rank R,
-instruction I (TOKEN): cause`), so when a rank fails, torchrun's traceback (ChildFailedError) and
-its summary block repeat what was said with launcher internals; they are dropped and replaced by one
-line naming the exit code. Any other traceback (a rank's own, say from a model file that does not
+reports a failed run in one line instead of torchrun's own traceback. The ranks print their own
+errors (`schedc: error: rank R, instruction I (TOKEN): cause`), so when a rank fails, torchrun's
+traceback (ChildFailedError) and its summary block repeat what was said with launcher internals;
+they are dropped and replaced by one line naming the exit code. Any other traceback (a rank's own, say from a model file that does not
 import) passes through untouched.
 
 This module imports torch only inside the functions that need it.
@@ -114,7 +114,7 @@ def _profile(spec: PipelineSpec, args) -> int:
     import torch
 
     from ..backends.torch.__main__ import load_model
-    from ..backends.torch.commprobe import comm_from_bandwidth, measure_comm
+    from ..backends.torch.commprobe import comm_from_bandwidth
     from ..backends.torch.companions import companions
     from ..backends.torch.profiler import (cost_rows, format_cost_block, format_profile_table, profile_stages,
                                            recommended_way, sanity_warnings)
@@ -137,8 +137,7 @@ def _profile(spec: PipelineSpec, args) -> int:
     if args.bandwidth:
         comm, how = comm_from_bandwidth(sizes, args.bandwidth), f"computed from --bandwidth {args.bandwidth:g} GB/s"
     else:
-        backend = args.comm or ("nccl" if device.type == "cuda" else "gloo")
-        comm, how = measure_comm(sizes, backend, device.type), f"measured between two processes over {backend}"
+        comm, how = _measured_comm(sizes, args, device)
     where = f"{device}" + (f", {threads} thread(s), beside {others} process(es) computing as this host's "
                            "other ranks do" if device.type == "cpu" else "")
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}); median after "
@@ -148,7 +147,7 @@ def _profile(spec: PipelineSpec, args) -> int:
         print(f"# warning: {warning}")
         print(f"schedc: warning: {warning}", file=sys.stderr)
     way = recommended_way(profiles)
-    if way is not None:
+    if way is not None and len({w for p in profiles for w in p.pair_ways}) > 1:
         print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
     block = format_cost_block(cost_rows(profiles, comm))
     print(block)
@@ -157,6 +156,23 @@ def _profile(spec: PipelineSpec, args) -> int:
         _write(replace_cost_block(text, spec.source.ast, block), args.profile_out,
                [] if args.force else [args.file], force=args.force)
     return 0
+
+
+def _measured_comm(sizes: list[int], args, device) -> tuple[list[float], str]:
+    """Each stage output's transfer time, measured between two processes, and how it was measured."""
+    import torch
+
+    from ..backends.torch.commprobe import measure_comm
+
+    backend = args.comm or ("nccl" if device.type == "cuda" else "gloo")
+    where = device.type
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        backend, where = "gloo", "cpu"  # NCCL needs a GPU per process
+    try:
+        comm = measure_comm(sizes, backend, where)
+    except RuntimeError as error:
+        raise UsageError(f"{error}; give --bandwidth GB/S to compute comm instead") from None
+    return comm, f"measured between two processes over {backend}" + (" (host memory)" if where != device.type else "")
 
 
 def rank_arguments(args: argparse.Namespace) -> list[str]:
