@@ -6,8 +6,8 @@ multi-node options through and starts each rank as the installed `schedc-rank` e
 reports a failed run in one line instead of torchrun's own traceback. The ranks print their own
 errors (`schedc: error: rank R, instruction I (TOKEN): cause`), so when a rank fails, torchrun's
 traceback (ChildFailedError) and its summary block repeat what was said with launcher internals;
-they are dropped and replaced by one line naming the exit code. Any other traceback (a rank's own, say from a model file that does not
-import) passes through untouched.
+they are dropped and replaced by one line naming the exit code. Any other traceback (a rank's
+own, say from a model file that does not import) passes through untouched.
 
 This module imports torch only inside the functions that need it.
 """
