@@ -124,6 +124,7 @@ def test_schedc_run_launches_torchrun_checks_and_traces(tmp_path):
                              "--check", "--trace", str(trace)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout and "bubble ratio: measured" in result.stdout
+    assert "measured step" in result.stdout and "; predicted step " in result.stdout
     events = json.loads(trace.read_text())["traceEvents"]
     import schedc
     [spec] = schedc.load(ROOT / "examples" / "manual.sched")
@@ -135,7 +136,8 @@ def test_schedc_run_launches_torchrun_checks_and_traces(tmp_path):
 def test_profile_prints_a_cost_block_that_parses(capsys):
     import schedc
     from schedc.cli import main
-    assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile"]) == 0
+    assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile",
+                 "--bandwidth", "10", "--repeats", "4", "--profile-alone"]) == 0
     block = capsys.readouterr().out.split("\n", 1)[1]
     [spec] = schedc.parse(f"pipeline p {{ ranks = 4 microbatches = 8 schedule = zb-h1\n{block} }}", "p.sched")
     assert all(c.forward > 0 and c.backward >= c.weight >= 0 for c in spec.costs)
@@ -175,7 +177,8 @@ def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
 
     import schedc
     from schedc.backends.torch import runner as runner_module
-    from schedc.backends.torch.__main__ import load_model, reference
+    from schedc.backends.torch.__main__ import load_model
+    from schedc.backends.torch.check import reference_run
     model = load_model(str(ROOT / "examples" / "models" / "transformer.py"))
     [spec] = schedc.parse(f"pipeline one {{ ranks = 1 microbatches = 3 schedule = {family} }}", "one.sched")
     compiled = schedc.compile(spec)
@@ -189,7 +192,7 @@ def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
         losses = run.step(inputs, targets)
     finally:
         dist.destroy_process_group()
-    return run, losses, reference(model, compiled.spec, torch.float64, inputs, targets)
+    return run, losses, reference_run(model, compiled.spec.num_stages, 3, 1, torch.float64, 0.01)[1:]
 
 
 def assert_matches_reference(run, losses, ref):
@@ -203,10 +206,10 @@ def assert_matches_reference(run, losses, ref):
 
 @pytest.mark.parametrize("helpers", [True, False])
 def test_both_ways_of_splitting_the_backward_give_the_reference_gradients(helpers, monkeypatch, tmp_path):
-    from schedc.backends.torch import runner as runner_module
-    if helpers and not runner_module.SPLIT_WITH_TORCH_HELPERS:
+    from schedc.backends.torch import compute
+    if helpers and not compute.SPLIT_WITH_TORCH_HELPERS:
         pytest.skip("this torch has no pipelining backward helpers")
-    monkeypatch.setattr(runner_module, "SPLIT_WITH_TORCH_HELPERS", helpers)
+    monkeypatch.setattr(compute, "SPLIT_WITH_TORCH_HELPERS", helpers)
     # one rank holding two stages (V placement), so the split runs on a stage with an input gradient
     assert_matches_reference(*run_on_one_rank(tmp_path, "zbv"))
 
@@ -222,7 +225,7 @@ def test_overlapped_pairs_without_a_hook_take_the_two_stream_path(monkeypatch, t
 
     class Stream:
         def __init__(self, name):
-            self.name = name
+            self.name, self.device = name, None
 
         def wait_stream(self, other):
             log.append(f"{self.name} waits {other.name}")
@@ -240,18 +243,21 @@ def test_overlapped_pairs_without_a_hook_take_the_two_stream_path(monkeypatch, t
     monkeypatch.setattr(torch.cuda, "stream", on)
     monkeypatch.setattr(torch.Tensor, "record_stream", lambda tensor, stream: log.append(f"record {stream.name}"))
 
+    from schedc.backends.torch import compute
+    for name in ("stage_forward", "full_backward"):
+        function = getattr(compute, name)
+        monkeypatch.setattr(compute, name, lambda *a, f=function, n=name, **k: (log.append(n), f(*a, **k))[1])
+
     def prepare(runner):
-        runner.two_streams = True
+        runner.overlap_way = "streams"
         for block in runner.modules.values():  # the same blocks without their overlap hook
             block.__class__ = type("PlainBlock", (type(block),), {"overlapped_forward_backward": None})
-        for name in ("_forward", "_backward"):
-            method = getattr(runner, name)
-            monkeypatch.setattr(runner, name, lambda *a, m=method, n=name, **k: (log.append(n), m(*a, **k))[1])
 
     run, losses, ref = run_on_one_rank(tmp_path, "dualpipev", prepare)
     assert_matches_reference(run, losses, ref)
     pairs = sum(1 for x in run.plan.ranks[0] if x.kind.value == "OVERLAP")
-    pattern = ["side waits current", "enter side", "_forward", "leave side", "_backward", "current waits side"]
+    pattern = ["side waits current", "enter side", "stage_forward", "leave side", "full_backward",
+               "current waits side"]
     starts = [i for i, entry in enumerate(log) if entry == "side waits current"]
     assert len(starts) == pairs > 0
     for i in starts:
@@ -346,6 +352,7 @@ def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monke
     assert "NCCL runs on GPUs only" in device_problem(4, "cpu", "nccl")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_problem(4, None, None) is None  # the ranks fall back to cpu
+    assert "--comm nccl needs GPUs, and this torch sees none" in device_problem(4, None, "nccl")
     assert "sees no GPU; use --device cpu" in device_problem(4, "cuda", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

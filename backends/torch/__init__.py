@@ -4,8 +4,10 @@
     runner = PipelineRunner(spec, plan, rank, build_stages, loss_fn)   # in each rank's process
     losses = runner.step(inputs, targets)                               # one training step
 
-`python -m schedc.backends.torch FILE --model MODEL.py` is the per-rank entry point that
-`schedc run` starts under torchrun.
+`schedc-rank FILE --model MODEL.py` (`python -m schedc.backends.torch`) is the per-rank program
+that `schedc run` starts under torchrun. compute.py holds a stage's compute, which the runner
+executes and profiler.py times (commprobe.py the transfers); check.py is `--check`, watch.py the
+store heartbeat and watchdog, measure.py the measured trace.
 
 May import everything in schedc below cli/, and torch. Must not import cli/. options.py (the
 per-rank options `schedc run` shares) imports neither torch nor the runner, so importing this

@@ -1,10 +1,12 @@
-"""One rank of `schedc run`: `torchrun --nproc-per-node N -m schedc.backends.torch FILE --model M.py`.
+"""One rank of `schedc run`: `torchrun --nproc-per-node N --no-python schedc-rank FILE --model M.py`
+(the `schedc-rank` entry point; `-m schedc.backends.torch` is the same program).
 
 Every rank compiles the same file, checks that all ranks hold the same plan (hash), builds its
-stages from the model file, runs the steps, and with `--check` compares its losses and gradients
-with a single-process run of the same model on the same microbatches. A failing rank prints
-which rank, which instruction and why, and exits non-zero; its peers' transfers then fail and
-they exit too (bounded by --timeout).
+stages from the model file, trains for the steps (forward, backward, optimizer step), and with
+`--check` compares its losses, gradients and parameters with a single-process run of the same
+model on the same microbatches (check.py). A failing rank prints which rank, which instruction
+and why, and exits non-zero; its peers' transfers then fail and they exit too, naming a peer that
+is stuck (bounded by --timeout; watch.py).
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
+from .check import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .layers import stage_builder
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
-
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
-
+from .watch import Watchdog, stuck_peers
 
 def load_model(path: str):
     """The user's model file as a module (build_stages or build_layers, loss_fn, make_batch)."""
@@ -100,34 +101,29 @@ def same_plan_everywhere(digest: str, world: int, device) -> bool:
     return all(torch.equal(mine, other) for other in everyone)
 
 
-def reference(model, spec, dtype, inputs, targets):
-    """Gradients per stage and losses per microbatch of the plain single-process run."""
-    stages = [m.to(dtype) for m in stage_builder(model, spec)(spec.num_stages)]
-    losses = []
-    for x, y in zip(inputs, targets):
-        out = x
-        for m in stages:
-            out = m(out)
-        loss = model.loss_fn(out, y)
-        loss.backward()
-        losses.append(loss.detach())
-    return [[p.grad for p in m.parameters()] for m in stages], losses
+def _name_stuck_peers(store, rank: int, world: int) -> None:
+    try:
+        for line in stuck_peers(store, rank, world):
+            print(f"schedc: error: {line}", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - the store's host has gone: nothing more to say
+        pass
 
 
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    scale = want.norm().item()
-    return (got - want).norm().item() / scale if scale else (got - want).norm().item()
-
-
-def check(runner, model, spec, dtype, inputs, targets, losses) -> float:
-    grads, ref_losses = reference(model, spec, dtype, inputs, targets)
-    worst = 0.0
-    for (d, s), module in runner.modules.items():
-        for p, want in zip(module.parameters(), grads[s]):
-            worst = max(worst, relative_error(p.grad.cpu(), want))
-    for g, loss in losses.items():
-        worst = max(worst, relative_error(loss.cpu(), ref_losses[g]))
-    return worst
+def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device) -> int:
+    """Compare with the single-process run; every rank prints where it found a NaN or inf, rank 0
+    the largest relative error and PASS/FAIL. 0 when it passes."""
+    reference = reference_run(model, spec.num_stages, spec.microbatches, args.steps, dtype, args.lr, build)
+    worst, problems = compare(runner.rank, runner.modules, grads, losses, reference)
+    for problem in problems:
+        print(f"check: {problem}", flush=True)
+    worst = torch.tensor([worst], dtype=torch.float64, device=comm_device)
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    ok = worst.item() <= TOLERANCE[dtype]
+    if runner.rank == 0:
+        print(f"largest relative error against a single-process run after {args.steps} training step(s) "
+              f"(losses, gradients, parameters): {worst.item():.3e} (tolerance {TOLERANCE[dtype]:g}, "
+              f"{args.dtype}): {'PASS' if ok else 'FAIL'}", flush=True)
+    return 0 if ok else 1
 
 
 def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
@@ -158,50 +154,59 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise SystemExit("schedc: error: RANK and WORLD_SIZE are not set: start the ranks with `torchrun "
-                         "--nproc-per-node N -m schedc.backends.torch ...`, or use `schedc run`")
+                         "--nproc-per-node N --no-python schedc-rank ...`, or use `schedc run`")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dtype = getattr(torch, args.dtype)
     compiled = compile_file(args.file, args.pipeline)
     spec, plan = compiled.spec, compiled.plan
-    if world != spec.ranks:
-        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
     model = load_model(args.model)
-    build = model_stages(model, spec, args.file)
+    build = model_stages(model, spec, args.file)  # a layer the model lacks fails here, before any group
     device, comm = pick_devices(args.device, args.comm, rank)
     comm_device = device if comm == "nccl" else torch.device("cpu")
-    dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
+    if args.overlap == "streams" and device.type != "cuda":
+        raise SystemExit("schedc: error: --overlap streams needs CUDA; on cpu overlapped pairs run sequentially")
+    try:
+        dist.init_process_group(comm, timeout=timedelta(seconds=args.timeout))
+    except (RuntimeError, ValueError) as error:  # DistStoreError, DistNetworkError: a peer never came
+        raise SystemExit(f"schedc: error: rank {rank}: the {world} ranks did not all meet within {args.timeout:g} s "
+                         f"(did one fail before joining? see its message): {str(error).splitlines()[0]}") from None
     if not same_plan_everywhere(plan_digest(spec, plan), world, comm_device):
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
+    if world != spec.ranks:
+        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
     runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in build(n)],
                             model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
                             comm_device=comm_device)
     runner.synchronize_records = bool(args.trace)
+    runner.overlap_way = args.overlap or runner.overlap_way
+    store = dist.distributed_c10d._get_default_store()  # private, but the store init_process_group made
+    watchdog = Watchdog(store, runner, limit=2 * args.timeout).start()
+    optimizer = make_optimizer(model, [p for m in runner.modules.values() for p in m.parameters()], args.lr)
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)
-        inputs, targets = model.make_batch(spec.microbatches, step)
-        inputs, targets = [x.to(dtype) for x in inputs], [y.to(dtype) for y in targets]
+        inputs, targets = batch(model, spec.microbatches, step, dtype)
         dist.barrier()  # a common start, so the ranks' measured times line up
         try:
             losses = runner.step(inputs, targets)
         except RuntimeError as error:
             print(f"schedc: error: {error}", file=sys.stderr)
+            _name_stuck_peers(store, rank, world)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
+        grads = {key: [None if p.grad is None else p.grad.clone() for p in m.parameters()]
+                 for key, m in runner.modules.items()} if args.check else {}
+        if optimizer is not None:
+            optimizer.step()
+    runner.current = None
+    watchdog.stop()
     if args.trace:
         _write_trace(args.trace, runner, compiled, rank, world)
     status = 0
     if args.check:
-        worst = torch.tensor([check(runner, model, spec, dtype, inputs, targets, losses)], dtype=torch.float64,
-                             device=comm_device)
-        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-        ok = worst.item() <= TOLERANCE[dtype]
-        if rank == 0:
-            print(f"largest relative error against a single-process run: {worst.item():.3e} "
-                  f"(tolerance {TOLERANCE[dtype]:g}, {args.dtype}): {'PASS' if ok else 'FAIL'}")
-        status = 0 if ok else 1
+        status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device)
     dist.destroy_process_group()
     return status
 

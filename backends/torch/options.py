@@ -7,18 +7,48 @@ from __future__ import annotations
 
 import argparse
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
-    ("--steps", dict(type=int, default=1, help="training steps to run")),
-    ("--check", dict(action="store_true", help="compare losses and every gradient with a single-process "
-                     "run; prints the largest relative error and PASS/FAIL")),
+    ("--steps", dict(type=positive_int, default=1, help="training steps to run (forward, backward, "
+                     "optimizer step)")),
+    ("--lr", dict(type=positive_float, default=0.01, help="the learning rate of the SGD step when the model "
+                  "file defines no make_optimizer(parameters)")),
+    ("--check", dict(action="store_true", help="compare losses, every gradient and every parameter after "
+                     "the last step with a single-process run; prints the largest relative error and PASS/FAIL "
+                     "(a NaN or inf on either side fails, saying where)")),
     ("--dtype", dict(choices=("float64", "float32"), default="float64")),
     ("--device", dict(choices=("cpu", "cuda"), help="default: cuda when available (NCCL, one GPU per rank: "
                       "LOCAL_RANK), else cpu (gloo)")),
     ("--comm", dict(choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), gloo on cpu; "
                     "gloo with --device cuda stages transfers through host memory, so ranks can share a GPU")),
-    ("--timeout", dict(type=float, default=60, help="seconds before a stuck transfer fails")),
+    ("--timeout", dict(type=positive_float, default=60, help="seconds before a stuck transfer fails")),
     ("--trace", dict(help="write a Chrome trace of the last step as it ran, and compare measured and "
                      "simulated step time and per-rank idle (ranks on one host)")),
+    ("--overlap", dict(choices=("streams", "sequential"), help="how an overlapped F&B pair without the "
+                       "stage's hook runs: the forward on a second CUDA stream beside the backward (default on "
+                       "cuda), or the forward then the backward (default on cpu); `--profile` times both and "
+                       "says which pays")),
     ("--keep-sent-outputs", dict(action="store_true", help="keep each sent stage output's storage until "
                                  "its backward (by default it is given back once sent; keep it only when a "
                                  "stage keeps and reads the tensor it returns)")),

@@ -1,6 +1,6 @@
 """Execute one rank's compiled instruction list on a torch model.
 
-Each rank runs its list in order:
+Each rank runs its list in order, with the stage compute of `compute.py` (which `--profile` times):
 - `F`: the stage's forward on the microbatch's input (the batch for stage 0, else the received or
   locally handed-over activation); the last stage applies the loss.
 - `B`: the full backward (input and weight gradients) by `torch.autograd.backward`.
@@ -11,8 +11,9 @@ Each rank runs its list in order:
   `torch.autograd.grad(output, input, retain_graph=True)` and `W` is
   `torch.autograd.grad(output, params)`, which walks the stage's graph a second time.
 - `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
-  (DualPipe's contract, see `OverlapHook`); else, on CUDA, the forward on a second stream while the
-  backward runs on the current one; on CPU the forward and then the backward.
+  (DualPipe's contract, see `OverlapHook`); else `overlap_way`: "streams" (the CUDA default), the
+  forward on a second stream while the backward runs on the current one, or "sequential" (the CPU
+  default), the forward and then the backward.
 - `SEND_*` posts an `isend`; `RECV_*` takes a received tensor, in the order the plan fixes, which
   both peers agree on (verified by the compiler). A sent tensor is kept until its transfer reports
   completion (NCCL) or the plan proves the peer has it (`sends_received_before`), then let go; a
@@ -39,14 +40,9 @@ import torch.distributed as dist
 
 from ...ir import Instr, OpKind, Plan
 from ...lang.spec import PipelineSpec
+from .compute import (Pair, Root, backward_input, backward_weight, full_backward, run_pair,
+                      stage_forward)
 from .transfers import META_SIZE, WIRE_DTYPES, release_storage, sends_received_before
-
-try:  # private in torch, inside the range pinned in schedc/interop/torch_csv.py (TORCH_RUNTIME_RANGE)
-    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
-except ImportError:  # pragma: no cover - older torch: the plain split below
-    stage_backward_input = stage_backward_weight = None
-
-SPLIT_WITH_TORCH_HELPERS = stage_backward_input is not None
 
 
 class OverlapHook(Protocol):
@@ -118,11 +114,13 @@ class PipelineRunner:
         self.records: list[Record] = []
         self.lookahead = lookahead
         self.free_sent_outputs = free_sent_outputs
-        self.two_streams = self.device.type == "cuda"  # overlapped pairs without a hook
-        self._side_stream = None  # where their forwards run
+        # overlapped pairs without a hook: "streams" (CUDA) or "sequential"; `--profile` says which pays
+        self.overlap_way = "streams" if self.device.type == "cuda" else "sequential"
+        self._side_stream = None  # where their forwards run on two streams
         self.synchronize_records = False  # CUDA: wait for the GPU after each instruction, so
         # `records` hold the GPU's times rather than the launch times (slows the step: for traces)
         self.received_proof = sends_received_before(plan, rank)
+        self.current: tuple[str, float] | None = None  # what runs and since when (wall clock; watch.py)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -136,6 +134,7 @@ class PipelineRunner:
         self._plan_receives(state)
         for index, instr in enumerate(self.row):
             self._index = index
+            self.current = (str(instr), time.time())
             start = time.perf_counter()
             try:
                 self._execute(instr, state)
@@ -146,6 +145,7 @@ class PipelineRunner:
             self.records.append(Record(index, instr, start, time.perf_counter()))
         for peer, queue in state.sends.items():
             self._let_go(state, peer, proven=state.released.get(peer, 0) + len(queue))
+        self.current = ("between steps", time.time())
         return state.losses
 
     def _global(self, d: int, j: int) -> int:
@@ -177,15 +177,25 @@ class PipelineRunner:
         elif kind is OpKind.GRAD_SUM:
             self._grad_sum(instr.peer)
 
+    def _stage_input(self, d: int, s: int, j: int, state: _StepState) -> torch.Tensor:
+        if s == 0:
+            return self._inputs[self._global(d, j)].to(self.device)
+        return state.inputs.pop((d, s, j)).detach().requires_grad_(True)
+
+    def _loss_and_target(self, d: int, s: int, j: int):
+        if s != self.spec.num_stages - 1:
+            return None, None
+        return self.loss_fn, self._targets[self._global(d, j)].to(self.device)
+
     def _forward(self, op: Instr, state: _StepState) -> None:
         d, s, j = _key(op)
-        if s == 0:
-            x = self._inputs[self._global(d, j)].to(self.device)
-        else:
-            x = state.inputs.pop((d, s, j)).detach().requires_grad_(True)
-        out = self.modules[(d, s)](x)
-        if s == self.spec.num_stages - 1:
-            loss = self.loss_fn(out, self._targets[self._global(d, j)].to(self.device))
+        x = self._stage_input(d, s, j, state)
+        out, loss = stage_forward(self.modules[(d, s)], x, *self._loss_and_target(d, s, j))
+        self._keep_forward(d, s, j, x, out, loss, state)
+
+    def _keep_forward(self, d: int, s: int, j: int, x, out, loss, state: _StepState) -> None:
+        """Save what the stage's backward needs; pass the output on (loss on the last stage)."""
+        if loss is not None:
             state.losses[self._global(d, j)] = loss.detach()
             state.saved[(d, s, j)] = (x, loss)
             return
@@ -195,40 +205,23 @@ class PipelineRunner:
         else:
             state.outputs[(d, s, j)] = out
 
-    def _output_grad(self, d: int, s: int, j: int, state: _StepState):
-        return None if s == self.spec.num_stages - 1 else state.grads.pop((d, s, j))
+    def _root(self, d: int, s: int, j: int, state: _StepState) -> Root:
+        x, out = state.saved.pop((d, s, j))
+        grad = None if s == self.spec.num_stages - 1 else state.grads.pop((d, s, j))
+        return Root(x, out, grad, has_input=s > 0)
 
     def _backward(self, op: Instr, state: _StepState, full: bool) -> None:
         d, s, j = _key(op)
-        x, out = state.saved.pop((d, s, j))
-        grad = self._output_grad(d, s, j, state)
+        root = self._root(d, s, j, state)
         if full:
-            torch.autograd.backward(out, grad)
-            input_grad = x.grad if s > 0 else None
-        elif s == 0:  # no input gradient to compute: I is empty, W does the one backward pass
-            input_grad = None
-            state.pending_w[(d, s, j)] = ("output", (out, grad))
-        elif SPLIT_WITH_TORCH_HELPERS:
-            params = self.modules[(d, s)].parameters()
-            inputs, groups = stage_backward_input([out], None if grad is None else [grad], [x], params)
-            input_grad = inputs[0]
-            state.pending_w[(d, s, j)] = ("groups", groups)
+            input_grad = full_backward(root)
         else:
-            input_grad = torch.autograd.grad(out, [x], grad, retain_graph=True)[0]
-            state.pending_w[(d, s, j)] = ("output", (out, grad))
+            input_grad, state.pending_w[(d, s, j)] = backward_input(self.modules[(d, s)], root)
         self._hand_back(d, s, j, input_grad, state)
 
     def _weight(self, op: Instr, state: _StepState) -> None:
         d, s, j = _key(op)
-        how, saved = state.pending_w.pop((d, s, j))
-        module = self.modules[(d, s)]
-        if how == "groups":
-            stage_backward_weight(module.parameters(), saved)
-            return
-        out, grad = saved
-        params = [p for p in module.parameters() if p.requires_grad]
-        for p, g in zip(params, torch.autograd.grad(out, params, grad)):
-            p.grad = g if p.grad is None else p.grad + g
+        backward_weight(self.modules[(d, s)], state.pending_w.pop((d, s, j)))
 
     def _hand_back(self, d: int, s: int, j: int, input_grad, state: _StepState) -> None:
         if s == 0:
@@ -239,59 +232,22 @@ class PipelineRunner:
             state.input_grads[(d, s, j)] = input_grad
 
     def _overlap(self, instr: Instr, state: _StepState) -> None:
+        """OVERLAP(F, B or I): `run_pair` (the stage's hook, or `overlap_way`)."""
         forward, backward = instr.parts
-        module0 = self.modules[(forward.direction, forward.stage)]
-        hook = getattr(type(module0), "overlapped_forward_backward", None)
-        if hook is not None and backward.kind is OpKind.B:
-            self._run_hook(hook, forward, backward, state)
-        elif self.two_streams:
-            self._overlap_on_two_streams(forward, backward, state)
-        else:
-            self._forward(forward, state)
-            self._backward(backward, state, full=backward.kind is OpKind.B)
-
-    def _overlap_on_two_streams(self, forward: Instr, backward: Instr, state: _StepState) -> None:
-        """The forward on a side stream, the backward on the current one, so the GPU runs them
-        together. Autograd runs each backward op on the stream its forward ran on, so the later
-        backward of this forward stays on the side stream, ordered by autograd against the caller."""
-        current = torch.cuda.current_stream(self.device)
-        if self._side_stream is None:
-            self._side_stream = torch.cuda.Stream(self.device)
-        side = self._side_stream
-        side.wait_stream(current)  # the forward's input (received or handed over) is ready
-        with torch.cuda.stream(side):
-            self._forward(forward, state)
-        self._backward(backward, state, full=backward.kind is OpKind.B)
-        current.wait_stream(side)
-        # tell the caching allocator who else reads these blocks, so none is reused too early
-        d, s, j = _key(forward)
-        state.saved[(d, s, j)][0].record_stream(side)  # the input, read again by the backward
-        made_on_side = (state.outputs.get((d, s, j)), state.inputs.get((d, s + 1, j)),
-                        state.losses.get(self._global(d, j)))
-        for tensor in made_on_side:
-            if tensor is not None:
-                tensor.record_stream(current)
-
-    def _run_hook(self, hook, forward: Instr, backward: Instr, state: _StepState) -> None:
         d0, s0, j0 = _key(forward)
         d1, s1, j1 = _key(backward)
-        last = self.spec.num_stages - 1
-        x0 = (self._inputs[self._global(d0, j0)].to(self.device) if s0 == 0
-              else state.inputs.pop((d0, s0, j0)).detach().requires_grad_(True))
-        x1, out1 = state.saved.pop((d1, s1, j1))
-        grad1 = self._output_grad(d1, s1, j1, state)
-        target0 = self._targets[self._global(d0, j0)].to(self.device) if s0 == last else None
-        outputs0, loss0 = hook(self.modules[(d0, s0)], x0, self.loss_fn if s0 == last else None, target0,
-                               self.modules[(d1, s1)], out1 if s1 == last else None,
-                               None if s1 == last else out1, grad1)
-        if s0 == last:
-            state.losses[self._global(d0, j0)] = loss0.detach()
-            state.saved[(d0, s0, j0)] = (x0, loss0)
-        else:
-            state.saved[(d0, s0, j0)] = (x0, outputs0)
-            target = state.inputs if self.spec.rank_of(d0, s0 + 1) == self.rank else state.outputs
-            target[(d0, s0 + 1, j0) if target is state.inputs else (d0, s0, j0)] = outputs0
-        self._hand_back(d1, s1, j1, x1.grad if s1 > 0 else None, state)
+        full = backward.kind is OpKind.B
+        x0 = self._stage_input(d0, s0, j0, state)
+        loss_fn0, target0 = self._loss_and_target(d0, s0, j0)
+        pair = Pair(self.modules[(d0, s0)], x0, loss_fn0, target0, self.modules[(d1, s1)],
+                    self._root(d1, s1, j1, state), full)
+        if self.overlap_way == "streams" and self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        out0, loss0, input_grad, pending = run_pair(pair, self.overlap_way, self._side_stream)
+        self._keep_forward(d0, s0, j0, x0, out0, loss0, state)
+        if not full:
+            state.pending_w[(d1, s1, j1)] = pending
+        self._hand_back(d1, s1, j1, input_grad, state)
 
     # ---- transfers -------------------------------------------------------------------------
 

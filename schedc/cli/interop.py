@@ -52,7 +52,9 @@ def cmd_import(args) -> int:
 
 def cmd_audit_torch(args) -> int:
     from ..interop.torch_audit import audit, format_audit
+    from .run import require_torch
 
+    require_torch()
     rows = audit(args.ranks, args.microbatches, _stage_cost_arg(args.costs))
     print(json.dumps(rows, indent=1) if args.json else format_audit(args.ranks, args.microbatches, rows), end="")
     return 0

@@ -10,7 +10,7 @@ from ..compiler import compile_spec
 from ..errors import Diagnostic, SchedError
 from ..simulate import simulate
 from ..lang.spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec, StageCost
-from .torch_csv import read_torch_csv
+from .torch_csv import _cells, _parse_action, read_torch_csv
 
 # PyTorch class name, stages per rank, its placement, and schedc's family for the same schedule.
 TORCH_SCHEDULES = (
@@ -61,8 +61,8 @@ def audit(ranks: int, microbatches: int, cost: StageCost) -> list[dict]:
             text = torch_schedule_csv(name, ranks, microbatches, per_rank)
             spec = read_torch_csv(text, f"<torch {name}>", placement, ranks, cost, name, microbatches)
             row["torch_result"] = _measure(spec)
-        except SchedError as error:
-            row["torch_result"] = {"problem": error.diagnostics[0].message}
+        except SchedError as error:  # keep its order as written, to show where it departs
+            row["torch_result"] = {"problem": error.diagnostics[0].message, "order": _order_as_written(text)}
         except Exception as error:  # PyTorch itself refused this size
             row["torch_result"] = {"problem": f"PyTorch could not generate it: {error}"}
         if family:
@@ -75,8 +75,17 @@ def audit(ranks: int, microbatches: int, cost: StageCost) -> list[dict]:
     return rows
 
 
+def _order_as_written(text: str) -> list[list[str]] | None:
+    """Each rank's compute ops in a PyTorch CSV, unchecked (for a schedule schedc refuses)."""
+    try:
+        return [[str(x) for x in (_parse_action(cell, None) for cell, _col in _cells(line)) if x is not None]
+                for line in text.splitlines() if line.strip()]
+    except SchedError:
+        return None
+
+
 def _first_difference(theirs: dict | None, ours: dict | None) -> str | None:
-    if not theirs or not ours or "order" not in theirs or "order" not in ours:
+    if not theirs or not ours or not theirs.get("order") or not ours.get("order"):
         return None
     for rank, (a, b) in enumerate(zip(theirs["order"], ours["order"])):
         for step, (x, y) in enumerate(zip(a, b)):

@@ -55,3 +55,24 @@ def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | No
     lines.append("}")
     return "\n".join(lines) + "\n"
 
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    """The index in `text` of 1-based (line, col), lines counted at `\\n` as the parser does."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    return starts[line - 1] + col - 1
+
+
+def replace_cost_block(text: str, pipeline, block: str) -> str:
+    """`text` with `pipeline`'s (a PipelineAST of `text`) cost block replaced by `block`, or with
+    `block` added before the pipeline's closing brace when it has none; everything else as written."""
+    old = next((b for b in pipeline.blocks if b.kind == "cost"), None)
+    if old is not None:
+        start = _offset(text, old.span.line, old.span.col)
+        end = _offset(text, old.span.end_line, old.span.end_col)
+        return text[:start] + block.strip() + text[end:]
+    end = _offset(text, pipeline.span.end_line, pipeline.span.end_col) - 1  # the closing brace
+    indented = "\n".join("  " + line for line in block.strip().splitlines())
+    before = text[:end].rstrip(" \t")
+    separator = "" if before.endswith("\n") else "\n"
+    return before + separator + indented + "\n" + text[end:]
