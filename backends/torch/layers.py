@@ -70,7 +70,7 @@ def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
     """The model's layers measured one by one, as the JSON layer description `schedc partition`
     reads: median milliseconds of F, B (full) and W, and in MiB the parameters and the
     activations a forward leaves saved for its backward (parameters excluded)."""
-    from .measure import profile_stages
+    from .profiler import profile_stages
 
     layers = named_layers(model)
     modules = [m.to(dtype) for m in layers.values()]
@@ -82,10 +82,11 @@ def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
         def build_stages(_num_stages):
             return modules
 
-    times = profile_stages(AsStages, len(modules), dtype, repeats)
+    times = [p.figures for p in profile_stages(AsStages, len(modules), dtype, repeats=repeats)]
     x = model.make_batch(1)[0][0].to(dtype)
     saved = _saved_mib(modules, x)
-    return [{"name": name, "F": round(t["F"], 4), "B": round(t["B"], 4), "W": round(t["W"], 4),
+    return [{"name": name, "F": round(t["F"].median, 4), "B": round(t["B"].median, 4),
+             "W": round(min(t["W"].median, t["B"].median), 4),
              "activation": round(held, 4), "params": round(_params_mib(module), 4)}
             for name, module, t, held in zip(layers, modules, times, saved)]
 

@@ -203,6 +203,7 @@ def format_cost_block(rows: list[dict], indent: str = "") -> str:
     that differs by more than 2% in any figure as an override (a profile is per stage)."""
     def items(r):
         return "  ".join(f"{k} = {r[k]:.4g}" for k in _BLOCK_KEYS)
+    rows = [_rounded(r) for r in rows]
     base = rows[0]
     lines = [f"{indent}cost {{   # measured by schedc run --profile, in milliseconds", f"{indent}  {items(base)}"]
     for r in rows[1:]:
@@ -210,6 +211,25 @@ def format_cost_block(rows: list[dict], indent: str = "") -> str:
             lines.append(f"{indent}  stage {r['stage']} {{ {items(r)} }}")
     lines.append(f"{indent}}}")
     return "\n".join(lines)
+
+
+def _rounded(row: dict) -> dict:
+    """`row` as the block prints it (4 significant digits), with W <= B and max(F, B) <= F&B <=
+    F + B still true of the printed numbers (rounding each figure alone can break them)."""
+    r = {k: float(f"{row[k]:.4g}") for k in _BLOCK_KEYS}
+    r["W"] = min(r["W"], r["B"])
+    longer = max(r["F"], r["B"])
+    pair = min(max(row["F&B"], longer), r["F"] + r["B"])
+    r["F&B"] = max(_round_down(pair), longer)  # rounding up could pass F + B
+    return {**row, **r}
+
+
+def _round_down(value: float, digits: int = 4) -> float:
+    """`value` cut (not rounded) to `digits` significant digits."""
+    if value <= 0:
+        return value
+    scale = 10 ** (digits - 1 - math.floor(math.log10(value)))
+    return math.floor(value * scale) / scale
 
 
 def format_profile_table(profiles: list[StageProfile], comm_ms: list[float]) -> str:
