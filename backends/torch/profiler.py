@@ -202,7 +202,7 @@ def format_cost_block(rows: list[dict], indent: str = "") -> str:
     """A `cost { }` block in milliseconds: stage 0's figures as the defaults, every other stage
     that differs by more than 2% in any figure as an override (a profile is per stage)."""
     def items(r):
-        return "  ".join(f"{k} = {r[k]:.4g}" for k in _BLOCK_KEYS)
+        return "  ".join(f"{k} = {_number(r[k])}" for k in _BLOCK_KEYS)
     rows = [_rounded(r) for r in rows]
     base = rows[0]
     lines = [f"{indent}cost {{   # measured by schedc run --profile, in milliseconds", f"{indent}  {items(base)}"]
@@ -220,8 +220,15 @@ def _rounded(row: dict) -> dict:
     r["W"] = min(r["W"], r["B"])
     longer = max(r["F"], r["B"])
     pair = min(max(row["F&B"], longer), r["F"] + r["B"])
-    r["F&B"] = max(_round_down(pair), longer)  # rounding up could pass F + B
+    r["F&B"] = min(max(_round_down(pair), longer), r["F"] + r["B"])  # rounding up could pass F + B
     return {**row, **r}
+
+
+def _number(value: float) -> str:
+    """4 significant digits, or every digit when those would change the value (an F&B equal to the
+    printed F + B must read back as exactly that sum)."""
+    short = f"{value:.4g}"
+    return short if float(short) == value else repr(value)
 
 
 def _round_down(value: float, digits: int = 4) -> float:
