@@ -26,7 +26,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(files, model=MLP, extra=(), env_extra=None, timeout=120):
+def launch(files, model=MLP, extra=(), env_extra=None, timeout=300):
     """Start one process per rank (files[r] for rank r); returns (returncodes, outputs, seconds)."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                WORLD_SIZE=str(len(files)), **(env_extra or {}))
