@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (argparse reports anything else as a usage error)."""
     try:

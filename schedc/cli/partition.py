@@ -16,6 +16,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..backends.torch.options import positive_int
 from ..balance.layers_json import read_layers_json
 from ..balance.partition_problem import PartitionProblem, family_spec
 from ..balance.partition_report import (build_report, format_moves, format_report, moves_json,
@@ -155,17 +156,6 @@ def _draw(report, output: str, width: int | None) -> None:
                                                               if report.problem.model.span else ""])
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
 def _memory(text: str) -> float:
     """An argparse type: a finite number >= 0."""
     try:
@@ -182,20 +172,20 @@ def register(sub) -> None:
     p = sub.add_parser("partition", help="choose the layers each rank holds, by the schedule's simulated step")
     p.add_argument("file", help="a layers JSON file, or a .sched file with a layers block and stages = auto")
     p.add_argument("--pipeline", help="the pipeline, when the .sched file has several")
-    p.add_argument("--ranks", type=_positive, help="pipeline ranks (required for a JSON file)")
-    p.add_argument("--microbatches", type=_positive, help="microbatches per step (required for a JSON file)")
+    p.add_argument("--ranks", type=positive_int, help="pipeline ranks (required for a JSON file)")
+    p.add_argument("--microbatches", type=positive_int, help="microbatches per step (required for a JSON file)")
     p.add_argument("--schedule", choices=FAMILIES, help="the schedule family whose step is simulated "
                    "(default: the file's, or 1f1b)")
-    p.add_argument("--chunks", type=_positive, help="stages per rank for interleaved (default 2)")
+    p.add_argument("--chunks", type=positive_int, help="stages per rank for interleaved (default 2)")
     p.add_argument("--limit", type=_memory, help="memory per rank: parameters plus the activations the "
                    "schedule holds")
     p.add_argument("--speeds", help="one relative speed per rank, e.g. 2,2,1,1")
     p.add_argument("--pin", action="append", metavar="LAYER", help="a layer that must start a stage "
                    "(repeatable)")
-    p.add_argument("--min-layers", type=_positive, help="at least this many layers per stage (default 1)")
-    p.add_argument("--budget", type=_positive, default=DEFAULT_BUDGET, help="most splits to simulate "
+    p.add_argument("--min-layers", type=positive_int, help="at least this many layers per stage (default 1)")
+    p.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET, help="most splits to simulate "
                    f"(default {DEFAULT_BUDGET}); the output says whether the choice is proven optimal")
-    p.add_argument("--from-ranks", type=_positive, help="re-balance: the rank count before the change; "
+    p.add_argument("--from-ranks", type=positive_int, help="re-balance: the rank count before the change; "
                    "prints which layers move")
     p.add_argument("--from-speeds", help="re-balance: the speeds before the change")
     p.add_argument("--viz", metavar="OUT", help="draw the uniform split and the chosen one, simulated, "
