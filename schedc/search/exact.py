@@ -40,28 +40,28 @@ def _error(spec: PipelineSpec, message: str, key: str) -> SchedError:
 
 
 def check_exact(spec: PipelineSpec, prob: Problem) -> None:
-    """Located errors for what `optimal` cannot do: no solver, too big, overlapped pairs."""
-    try:
-        import ortools.sat.python.cp_model  # noqa: F401
-    except ImportError:
-        raise _error(spec, "schedule = optimal needs OR-Tools' CP-SAT solver, which is not "
-                     "installed: pip install 'schedc[optimal]'", "schedule") from None
+    """Located errors for what `optimal` cannot do: too big, overlapped pairs, no solver (the
+    pipeline's own problems first, so they read the same with or without the solver)."""
     if prob.n > MAX_OPS:
         raise _error(spec, f"schedule = optimal handles up to {MAX_OPS:,} ops (ranks x stages per "
                      f"rank x microbatches x 3); this pipeline has {prob.n:,}", "microbatches")
     if spec.overlap and any(g > 1e-9 for g in prob.gain):
         raise _error(spec, "schedule = optimal does not model overlapped F&B pairs; set "
                      "overlap = false to solve without them", "overlap")
+    try:
+        import ortools.sat.python.cp_model  # noqa: F401
+    except ImportError:
+        raise _error(spec, "schedule = optimal needs OR-Tools' CP-SAT solver, which is not "
+                     "installed: pip install 'schedc[optimal]'", "schedule") from None
 
 
 def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     """The optimal order within `spec.search_time` seconds, or the best found and its proven bound."""
     from dataclasses import replace
 
-    from ortools.sat.python import cp_model
-
     prob = build_problem(spec, dag)
-    check_exact(spec, prob)
+    check_exact(spec, prob)  # says what to install before the solver is imported
+    from ortools.sat.python import cp_model
     began = time.perf_counter()
     start = search_order(replace(spec, search_time=min(HEURISTIC_TIME, spec.search_time / 10),
                                  overlap=False), prob.dag)
