@@ -89,7 +89,11 @@ def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
         return _simulate(spec, dag, plan)
 
 
-def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
+def compute_graph(spec: PipelineSpec, dag: Dag, plan: Plan):
+    """The plan's compute instructions as a graph: `nodes` ((rank, index) of each), `preds` (per
+    node, (predecessor node, delay) pairs: data dependencies with their transfer time, and the
+    previous instruction on the same rank) and a topological `order` of the nodes. Raises
+    `SchedError` when the plan deadlocks."""
     nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
     owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], spec.split_backward)}
     preds = _predecessors(spec, dag, plan, nodes, owner)
@@ -100,6 +104,11 @@ def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     order, stuck = kahn_order(len(nodes), successors)
     if stuck:
         raise SchedError([Diagnostic("cannot simulate: the plan deadlocks (run `schedc check`)")])
+    return nodes, preds, order
+
+
+def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
+    nodes, preds, order = compute_graph(spec, dag, plan)
     start, end, cause = [0.0] * len(nodes), [0.0] * len(nodes), [-1] * len(nodes)
     for n in order:
         r, i = nodes[n]

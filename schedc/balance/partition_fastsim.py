@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..dag import kahn_order, ops_of
+from ..dag import ops_of
 from ..ir import OpKind
-from ..simulate import _predecessors
+from ..simulate import compute_graph
 from ..lang.spec import StageCost
 
 _FIELD = {OpKind.F: 0, OpKind.B: 1, OpKind.I: 2, OpKind.W: 3}
@@ -29,17 +29,7 @@ class FastPlan:
 
     def __init__(self, compiled):
         spec, dag, plan = compiled.spec, compiled.dag, compiled.plan
-        split = spec.split_backward
-        nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
-        owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], split)}
-        preds = _predecessors(spec, dag, plan, nodes, owner)
-        successors: list[list[int]] = [[] for _ in nodes]
-        for n, ps in enumerate(preds):
-            for p, _delay in ps:
-                successors[p].append(n)
-        order, stuck = kahn_order(len(nodes), successors)
-        if stuck:
-            raise ValueError("the plan deadlocks")
+        nodes, preds, order = compute_graph(spec, dag, plan)
         self.order = order
         self.preds = preds
         self.terms = [self._terms(plan.ranks[r][i]) for r, i in nodes]
