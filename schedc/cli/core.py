@@ -54,7 +54,7 @@ def _bound_of(compiled: Compiled):
     bound = lower_bound(compiled.spec)
     proven = getattr(compiled.search, "proven_bound", None)
     if proven is not None and proven > bound.value + 1e-9:
-        return Bound(proven, "CP-SAT's proof, schedule = optimal", bound.parts)
+        return Bound(proven, "CP-SAT's proof", bound.parts)
     return bound
 
 

@@ -73,7 +73,7 @@ class PipelineSpec:
     source: SpecSource = field(default=SpecSource(), compare=False, hash=False)
     weight_grad: tuple[float, ...] = ()  # per stage: fraction of the activation kept from I until W
     parameters: tuple[float, ...] = ()  # per stage replica: parameter (and optimizer) memory
-    search_time: float = 3.0  # schedule = search/optimal: the time budget in seconds
+    search_time: float = 5.0  # schedule = search/optimal: the time budget in seconds
     seed: int = 0  # schedule = search: the seed of its random generator
     placements: tuple[str, ...] = ()  # placement = any: the placements the search may choose from
     layers: LayeredStages | None = None  # stages = auto: the layers the stages are cut from

@@ -1,15 +1,17 @@
-"""`schedule = optimal`: the exact model, solved by OR-Tools CP-SAT (the optional extra
-`schedc[optimal]`), started from the heuristic search's plan.
+"""The exact model, solved by OR-Tools CP-SAT (the optional extra `schedc[optimal]`), started
+from the heuristic search's plan: `schedule = optimal` (to prove the optimum) and the last part of
+`schedule = search` when the solver is installed (to improve the heuristic's plan).
 
 The model, as OR-Tools' scheduling guide writes one:
 - an interval variable per op (integer time: every cost times `scale`), its rank's intervals in a
   NoOverlap constraint;
 - each dependency: the consumer starts after the producer ends, plus comm between ranks;
-- the microbatches of stage 0 start in order per direction (they are interchangeable: a pure
-  relabelling, so no optimum is lost);
-- memory: per rank a reservoir: a forward adds its activation at its start, I frees all but the
-  kept part at its end, W (or B) the rest at its end; the level stays within limit - parameters
-  (the order-based model of `schedc.memory`, since a rank runs one op at a time);
+- on every stage, each kind of op (F, B, I, W) runs its microbatches in order, per direction
+  (`in_microbatch_order`: a relabelling of any schedule, so no optimum is lost);
+- memory: per rank a cumulative of what each microbatch holds from its forward's start to the end
+  of the op that frees it (I all but the kept part, W the rest, a full B all of it), within
+  limit - parameters (the order-based model of `schedc.check.memory`, since a rank runs one op at
+  a time); to prove, the same again as a reservoir (it prunes better, finds plans slower);
 - objective: the makespan (the latest end), hinted and bounded above by the heuristic's plan and
   below by `bound.lower_bound` (a proof of its own, so no optimum is lost).
 Overlapped pairs are not modelled: a pipeline whose pairs gain time is refused (use `search`).
@@ -17,8 +19,10 @@ Overlapped pairs are not modelled: a pipeline whose pairs gain time is refused (
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
+from dataclasses import replace
 from fractions import Fraction
 
 from ..dag import Dag
@@ -30,6 +34,7 @@ from .local import SearchResult, search_order, to_instrs
 from .problem import F, Problem, build_problem
 
 MAX_OPS = 3000  # the largest model `optimal` takes (p = 8, m = 32 on a V has 1,536 ops)
+MEMORY_UNIT = 1000  # memory in thousandths of the file's unit
 HEURISTIC_TIME = 1.0  # seconds (at most a tenth of the budget) for the heuristic start
 
 
@@ -48,20 +53,15 @@ def check_exact(spec: PipelineSpec, prob: Problem) -> None:
     if spec.overlap and any(g > 1e-9 for g in prob.gain):
         raise _error(spec, "schedule = optimal does not model overlapped F&B pairs; set "
                      "overlap = false to solve without them", "overlap")
-    try:
-        import ortools.sat.python.cp_model  # noqa: F401
-    except ImportError:
+    if not solver_installed():
         raise _error(spec, "schedule = optimal needs OR-Tools' CP-SAT solver, which is not "
-                     "installed: pip install 'schedc[optimal]'", "schedule") from None
+                     "installed: pip install 'schedc[optimal]'", "schedule")
 
 
 def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     """The optimal order within `spec.search_time` seconds, or the best found and its proven bound."""
-    from dataclasses import replace
-
     prob = build_problem(spec, dag)
     check_exact(spec, prob)  # says what to install before the solver is imported
-    from ortools.sat.python import cp_model
     began = time.perf_counter()
     start = search_order(replace(spec, search_time=min(HEURISTIC_TIME, spec.search_time / 10),
                                  overlap=False), prob.dag)
@@ -69,25 +69,63 @@ def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     if start.makespan <= floor + 1e-9:  # the heuristic reached the bound: optimal, no solver needed
         return replace(start, found_by=f"{start.found_by}; proven optimal by the lower bound",
                        proven_bound=floor, seconds=time.perf_counter() - began)
+    budget = max(0.1, spec.search_time - (time.perf_counter() - began))
+    return improve_with_solver(prob, start, budget, spec.seed, began, prove=True)
+
+
+def solver_helps(spec: PipelineSpec, prob: Problem) -> bool:
+    """Whether `search` may finish with CP-SAT: installed, the pipeline within `MAX_OPS`, and no
+    overlapped pair that gains time (the model has none)."""
+    if prob.n > MAX_OPS or (spec.overlap and prob.can_overlap):
+        return False
+    return solver_installed()
+
+
+def solver_installed() -> bool:
+    """Whether OR-Tools' CP-SAT can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("ortools.sat.python.cp_model") is not None
+    except ImportError:  # ortools itself is missing
+        return False
+
+
+WORK_PER_SECOND = 0.5  # CP-SAT deterministic time per second of budget (measured here: 0.3-1)
+SAFETY_FACTOR = 10  # a wall-clock stop at this many times the budget, for a far slower machine
+
+
+def improve_with_solver(prob: Problem, start: SearchResult, budget: float, seed: int,
+                        began: float, prove: bool = False) -> SearchResult:
+    """CP-SAT from `start` (its hint and upper bound) for `budget` seconds, counted in the
+    solver's deterministic time (`WORK_PER_SECOND`) on one worker: the same plan on every machine
+    and run, so every rank of `schedc run` compiles the same one (a slower machine takes longer).
+    `prove` adds the memory limit a second way (a reservoir beside the cumulative): slower to
+    find plans, much faster to prove them optimal. Never worse than `start`."""
+    from ortools.sat.python import cp_model
+
     scale = _scale(prob)
-    model, starts, ends, makespan = _model(cp_model, prob, scale, start)
+    model, starts, ends, _makespan = _model(cp_model, prob, scale, start, prove)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.1, spec.search_time - (time.perf_counter() - began))
-    solver.parameters.num_workers = 2
-    solver.parameters.random_seed = spec.seed
+    solver.parameters.max_deterministic_time = budget * WORK_PER_SECOND
+    solver.parameters.max_time_in_seconds = budget * SAFETY_FACTOR + 1
+    solver.parameters.num_workers = 1  # one worker is deterministic; two are not
+    solver.parameters.linearization_level = 0  # the LP cost up to 20x the time for nothing here
+    solver.parameters.random_seed = seed
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return replace(start, found_by="the heuristic (CP-SAT found nothing better in time)")
+        return replace(start, found_by=f"{start.found_by} (CP-SAT found nothing better in time)",
+                       seconds=time.perf_counter() - began)
     rows = _rows(prob, [solver.Value(s) for s in starts], [solver.Value(e) for e in ends])
     value = evaluate_rows(prob, rows)
-    bound = solver.BestObjectiveBound() / scale
-    if value is None or value > start.makespan + 1e-9:
-        rows, value = None, start.makespan
+    bound = max(solver.BestObjectiveBound() / scale, lower_bound(prob.spec).value)
     proven = status == cp_model.OPTIMAL
-    how = "CP-SAT, proven optimal" if proven else f"CP-SAT, stopped at the time budget; proven bound {bound:g}"
+    if value is None or value > start.makespan - 1e-9:  # the solver did not improve on the start
+        rows, value, how = None, start.makespan, start.found_by
+        how += "; proven optimal by CP-SAT" if proven else f"; CP-SAT's proven bound {bound:g}"
+    else:
+        how = "CP-SAT, proven optimal" if proven else f"CP-SAT, stopped at the time budget; proven bound {bound:g}"
     result_rows = to_instrs(prob, rows) if rows is not None else start.rows
-    return SearchResult(result_rows, frozenset(), value, start.evaluations,
-                        time.perf_counter() - began, how, bound if not proven else value)
+    return SearchResult(result_rows, start.pairs if rows is None else frozenset(), value, start.evaluations,
+                        time.perf_counter() - began, how, value if proven else bound)
 
 
 def _scale(prob: Problem) -> int:
@@ -99,7 +137,7 @@ def _scale(prob: Problem) -> int:
     return scale
 
 
-def _model(cp_model, prob: Problem, scale: int, start: SearchResult):
+def _model(cp_model, prob: Problem, scale: int, start: SearchResult, prove: bool):
     model = cp_model.CpModel()
     horizon = int(round(start.makespan * scale)) + 1
     dur = [int(round(d * scale)) for d in prob.dur]
@@ -111,53 +149,105 @@ def _model(cp_model, prob: Problem, scale: int, start: SearchResult):
     for o, ps in enumerate(prob.preds):
         for q, delay in ps:
             model.Add(starts[o] >= ends[q] + int(round(delay * scale)))
-    _first_stage_in_order(model, prob, starts)
-    _memory(model, prob, starts, ends, scale)
+    for ops in _groups(prob).values():
+        for a, b in zip(ops, ops[1:]):
+            model.Add(starts[b] >= ends[a])
+    _memory(model, prob, starts, ends, horizon)
+    if prove:
+        _memory_reservoir(model, prob, starts, ends)
     floor = int(math.floor(lower_bound(prob.spec).value * scale + 1e-6))  # proven: helps prove
     makespan = model.NewIntVar(min(floor, horizon), horizon, "makespan")
     model.AddMaxEquality(makespan, ends)
     model.Minimize(makespan)
-    _hint(model, prob, start, starts, scale)
+    _hint(model, prob, start, starts, ends, makespan, scale)
     return model, starts, ends, makespan
 
 
-def _first_stage_in_order(model, prob: Problem, starts) -> None:
-    firsts: dict[int, list[tuple[int, int]]] = {}
+def _groups(prob: Problem) -> dict[tuple[int, int, int], list[int]]:
+    """The ops of each (direction, stage, kind), by microbatch."""
+    groups: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
     for o, op in enumerate(prob.ops):
-        if prob.kind[o] == F and op.stage == 0:
-            firsts.setdefault(op.direction, []).append((op.microbatch, o))
-    for ops in firsts.values():
-        ordered = [o for _mb, o in sorted(ops)]
-        for a, b in zip(ordered, ordered[1:]):
-            model.Add(starts[b] >= starts[a])
+        groups.setdefault((op.direction, op.stage, prob.kind[o]), []).append((op.microbatch, o))
+    return {key: [o for _mb, o in sorted(ops)] for key, ops in groups.items()}
 
 
-def _memory(model, prob: Problem, starts, ends, scale: int) -> None:
+def in_microbatch_order(prob: Problem, begin: list[float]) -> list[float]:
+    """The same schedule with each (direction, stage, kind)'s start times handed out to its
+    microbatches in order: the k-th earliest start goes to microbatch k.
+
+    Why nothing is lost (so the model may demand this order): the ops of one (direction, stage,
+    kind) share a rank and a cost, and every dependency joins the same microbatch across two such
+    groups with one delay. If a consumer group's k-th earliest start is t, k distinct producers
+    ended by t - delay, so the producer group's k-th earliest end is at most t - delay: each
+    dependency still holds after the relabelling. Each rank runs the same set of (start, cost)
+    intervals, and its memory at any time depends only on how many forwards have started and how
+    many I/W/B have ended per stage, which the relabelling keeps. So the makespan, the no-overlap
+    and the memory limit are unchanged."""
+    out = list(begin)
+    for ops in _groups(prob).values():
+        for o, t in zip(ops, sorted(begin[o] for o in ops)):
+            out[o] = t
+    return out
+
+
+def _memory(model, prob: Problem, starts, ends, horizon: int) -> None:
+    """Per rank, a cumulative of what each microbatch holds: from its forward's start to the end
+    of the op that frees it (I: all but the kept part, W: the kept part, B: all), within the
+    limit less the rank's parameters. Intervals are half-open, so memory freed at t can be taken
+    at t, as the order-based model (`schedc.check.memory`) counts it."""
     if math.isinf(prob.limit):
         return
-    unit = 1000  # memory in thousandths
+    forward = {(op.direction, op.stage, op.microbatch): o for o, op in enumerate(prob.ops) if prob.kind[o] == F}
+    held: list[list] = [[] for _ in range(prob.ranks)]
+    demand: list[list[int]] = [[] for _ in range(prob.ranks)]
+    for o, op in enumerate(prob.ops):
+        if prob.free[o] <= 0:
+            continue
+        f = forward[(op.direction, op.stage, op.microbatch)]
+        size = model.NewIntVar(0, horizon, f"h{o}")
+        held[prob.rank[o]].append(model.NewIntervalVar(starts[f], size, ends[o], f"held{o}"))
+        demand[prob.rank[o]].append(int(round(prob.free[o] * MEMORY_UNIT)))
+    for r in range(prob.ranks):
+        if held[r]:
+            model.AddCumulative(held[r], demand[r], _room(prob, r))
+
+
+def _memory_reservoir(model, prob: Problem, starts, ends) -> None:
+    """The same limit as `_memory`, as a reservoir per rank: a forward adds its activation at its
+    start, an op that frees memory takes it back at its end."""
+    if math.isinf(prob.limit):
+        return
     for r in range(prob.ranks):
         times, changes = [], []
         for o in range(prob.n):
-            if prob.rank[o] != r:
-                continue
-            if prob.alloc[o]:
+            if prob.rank[o] == r and prob.alloc[o]:
                 times.append(starts[o])
-                changes.append(int(round(prob.alloc[o] * unit)))
-            if prob.free[o]:
+                changes.append(int(round(prob.alloc[o] * MEMORY_UNIT)))
+            if prob.rank[o] == r and prob.free[o]:
                 times.append(ends[o])
-                changes.append(-int(round(prob.free[o] * unit)))
-        room = int(math.floor((prob.limit - prob.base[r]) * unit + 1e-6))
+                changes.append(-int(round(prob.free[o] * MEMORY_UNIT)))
         if times:
-            model.AddReservoirConstraint(times, changes, 0, room)
+            model.AddReservoirConstraint(times, changes, 0, _room(prob, r))
 
 
-def _hint(model, prob: Problem, start: SearchResult, starts, scale: int) -> None:
-    """The heuristic plan's times as the solver's first solution."""
+def _room(prob: Problem, rank: int) -> int:
+    """The rank's memory limit less its parameters, in `MEMORY_UNIT`s."""
+    return int(math.floor((prob.limit - prob.base[rank]) * MEMORY_UNIT + 1e-6))
+
+
+def _hint(model, prob: Problem, start: SearchResult, starts, ends, makespan, scale: int) -> None:
+    """The heuristic plan as the solver's first solution (every variable hinted: a partial hint
+    leaves the solver to complete it, which took seconds)."""
     rows = [[(prob.index[op],) for op in row] for row in start.rows]
-    times = _times(prob, rows)
+    times = in_microbatch_order(prob, _times(prob, rows))  # meets the order the model demands
+    last = 0
     for o, t in enumerate(times):
-        model.AddHint(starts[o], int(round(t * scale)))
+        begin = int(round(t * scale))
+        end = begin + int(round(prob.dur[o] * scale))
+        model.AddHint(starts[o], begin)
+        model.AddHint(ends[o], end)
+        last = max(last, end)
+    model.AddHint(makespan, last)
 
 
 def _times(prob: Problem, rows) -> list[float]:
