@@ -102,3 +102,25 @@ def test_audit_of_pytorchs_own_schedules(capsys):
     # PyTorch's Schedule1F1B order (as its visualizer builds it) shifts the last rank's forwards
     # by one microbatch; if a torch release fixes it, this documents the change.
     assert rows["1F1B"]["torch_result"].get("problem") is None or "microbatch 8" in rows["1F1B"]["torch_result"]["problem"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--costs", "1,2,1,4"], "between 2 and 3; got 4"),
+    (["--costs", "1,2,3"], "W <= B"),
+    (["--costs", "1,x"], "takes 3 or 4 numbers"),
+    (["--costs", "0,2,1"], "F and B must be more than 0"),
+    (["--ranks", "1000", "--microbatches", "1000"], "6,000,000 compute ops; schedc takes up to 100,000"),
+])
+def test_audit_refuses_bad_costs_and_sizes_before_building_anything(argv, message, capsys):
+    assert main(["audit-torch", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_audit_and_import_take_only_positive_counts(capsys):
+    for argv in (["audit-torch", "--ranks", "0"], ["audit-torch", "--microbatches", "-2"],
+                 ["import", "x.csv", "--placement", "loop", "--ranks", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        assert "expected a whole number >= 1" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..compiler import compile_spec
 from ..errors import SchedError, SourceFile
+from ..backends.torch.options import positive_int
+from ..lang.values import MAX_NUMBER, MAX_OPS
 from ..lang.writer import format_pipeline
 from .common import UsageError, _load, _output_format, _select, _write, read_input
 
@@ -54,21 +56,41 @@ def cmd_audit_torch(args) -> int:
     from ..interop.torch_audit import audit, format_audit
     from .run import require_torch
 
+    cost = _stage_cost_arg(args.costs)
+    ops = args.ranks * AUDIT_STAGES_PER_RANK * args.microbatches * 3
+    if ops > MAX_OPS:
+        raise UsageError(f"--ranks {args.ranks} --microbatches {args.microbatches}: PyTorch's "
+                         f"interleaved schedules would have {ops:,} compute ops; schedc takes up to "
+                         f"{MAX_OPS:,}: is a number mistyped?")
     require_torch()
-    rows = audit(args.ranks, args.microbatches, _stage_cost_arg(args.costs))
+    rows = audit(args.ranks, args.microbatches, cost)
     print(json.dumps(rows, indent=1) if args.json else format_audit(args.ranks, args.microbatches, rows), end="")
     return 0
 
 
+AUDIT_STAGES_PER_RANK = 2  # the most stages per rank among PyTorch's schedules (interleaved, V)
+
+
 def _stage_cost_arg(text: str):
+    """`--costs F,B,W[,F&B]` as a StageCost, held to the rules a cost block follows."""
     from ..lang.spec import StageCost
 
     try:
         values = [float(v) for v in text.split(",")]
-        F, B, W = values[:3]
-        FB = values[3] if len(values) > 3 else None
     except ValueError:
-        raise UsageError(f"--costs takes F,B,W[,F&B] numbers, e.g. 1,2,1,3; got '{text}'") from None
+        values = []
+    if len(values) not in (3, 4) or not all(0 <= v <= MAX_NUMBER for v in values):
+        raise UsageError(f"--costs takes 3 or 4 numbers F,B,W[,F&B] between 0 and {MAX_NUMBER:g}, "
+                         f"e.g. 1,2,1,2.5; got '{text}'")
+    F, B, W = values[:3]
+    if F <= 0 or B <= 0:
+        raise UsageError(f"--costs {text}: F and B must be more than 0")
+    if W > B:
+        raise UsageError(f"--costs {text}: W ({W:g}) is part of the backward B ({B:g}), so W <= B")
+    FB = values[3] if len(values) > 3 else None
+    if FB is not None and not max(F, B) <= FB <= F + B:
+        raise UsageError(f"--costs {text}: an overlapped F&B pair takes at least the longer of F and B "
+                         f"and at most F + B: between {max(F, B):g} and {F + B:g}; got {FB:g}")
     return StageCost(F, B, W, FB)
 
 
@@ -87,16 +109,16 @@ def register(sub) -> None:
     p.add_argument("file", help="a CSV: one row per rank of actions such as 0F1, 1I0, 0W0")
     p.add_argument("--placement", choices=("loop", "v"), required=True,
                    help="how PyTorch placed the stages: loop (stage s on rank s mod ranks) or v")
-    p.add_argument("--ranks", type=int, help="expected number of ranks (rows)")
-    p.add_argument("--microbatches", type=int, help="the number of microbatches (default: the "
+    p.add_argument("--ranks", type=positive_int, help="expected number of ranks (rows)")
+    p.add_argument("--microbatches", type=positive_int, help="the number of microbatches (default: the "
                    "largest used, plus one)")
     p.add_argument("-o", "--output", help="NAME.sched (default: standard output)")
     p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("audit-torch", help="verify and simulate PyTorch's built-in schedules next to schedc's")
-    p.add_argument("--ranks", type=int, default=4)
-    p.add_argument("--microbatches", type=int, default=8)
+    p.add_argument("--ranks", type=positive_int, default=4)
+    p.add_argument("--microbatches", type=positive_int, default=8)
     p.add_argument("--costs", default="1,2,1", help="F,B,W[,F&B] per stage (default 1,2,1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_torch)
