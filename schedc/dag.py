@@ -1,7 +1,7 @@
 """The dependency DAG of compute ops; the only module that imports networkx.
 
 Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch. Edges are
-the data dependencies of reference/schedules.md; `Dag.is_cross_rank` tells a point-to-point
+the data dependencies of docs/schedules.md ("Model"); `Dag.is_cross_rank` tells a point-to-point
 transfer (producer and consumer on different ranks) from a local hand-over.
 """
 
@@ -59,7 +59,7 @@ class Dag:
 
 
 def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
-    """The ops that `op` directly needs (reference/schedules.md, "Op dependencies")."""
+    """The ops that `op` directly needs (docs/schedules.md, "Model": Dependencies)."""
     kind, d, s, j = op.kind, op.direction, op.stage, op.microbatch
     if kind is OpKind.F:
         return [Instr(OpKind.F, d, s - 1, j)] if s > 0 else []

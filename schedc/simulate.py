@@ -51,7 +51,7 @@ class Timeline:
 
     @property
     def bubble(self) -> float:
-        """The largest idle time over the ranks (reference/schedules.md's definition)."""
+        """The largest idle time over the ranks (the definition in docs/schedules.md, "Model")."""
         return max(r.idle for r in self.ranks)
 
     @property

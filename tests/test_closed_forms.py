@@ -1,4 +1,4 @@
-"""The simulator reproduces the closed forms of reference/schedules.md over a grid of sizes/costs."""
+"""The simulator reproduces the closed forms of docs/schedules.md over a grid of sizes/costs."""
 
 import pytest
 

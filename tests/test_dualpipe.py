@@ -1,4 +1,4 @@
-"""DualPipe's headline numbers and the structure reference/schedules.md describes."""
+"""DualPipe's headline numbers and the structure DeepSeek's reference (github.com/deepseek-ai/DualPipe) and docs/schedules.md describe."""
 
 from collections import Counter
 from pathlib import Path

@@ -92,7 +92,7 @@ class PipelineSpec:
         return self.microbatches // self.directions
 
     def rank_of(self, direction: int, stage: int) -> int:
-        """The rank that holds `stage` of `direction` (reference/schedules.md, Placements)."""
+        """The rank that holds `stage` of `direction` (docs/language.md, "Placements")."""
         p = self.ranks
         if self.placement == "v":
             return stage if stage < p else 2 * p - 1 - stage

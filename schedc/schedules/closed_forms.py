@@ -1,4 +1,4 @@
-"""Closed forms of reference/schedules.md: the bubble and peak memory each family should have.
+"""Closed forms of docs/schedules.md ("Families"): the bubble and peak memory each family should have.
 
 Bubble = the largest idle time over the ranks, with full-stage costs (B = I + W). Two entries are
 sharpened (docs/schedules.md explains): no linear or V schedule can beat (p-1)F, the time the last

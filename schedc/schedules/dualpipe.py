@@ -1,6 +1,6 @@
 """DeepSeek's DualPipe (bidirectional) and DualPipeV (V placement): the eight-phase program.
 
-Both run the same per-rank program (reference/schedules.md, "DualPipe / DualPipeV"), with
+Both run the same per-rank program (DeepSeek's reference code, github.com/deepseek-ai/DualPipe; docs/schedules.md), with
   DualPipe on p ranks:  H = p/2, h = min(r, p-1-r), M = N/2; ranks r and p-1-r mirror each other;
   DualPipeV on P ranks: H = P,   h = r,             M = N.
 "chunk 0" is the stage fed from the near end of this rank's half, "chunk 1" the other.

@@ -1,4 +1,4 @@
-"""The single-chunk linear families: GPipe, 1F1B, ZB-H1 and ZB-H2 (reference/schedules.md)."""
+"""The single-chunk linear families: GPipe, 1F1B, ZB-H1 and ZB-H2 (docs/schedules.md, "Families")."""
 
 from __future__ import annotations
 

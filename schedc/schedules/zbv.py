@@ -18,7 +18,7 @@ def check(spec: PipelineSpec) -> None:
 
 
 def _rank_program(spec: PipelineSpec, rank: int) -> RankProgram:
-    """The reference's ZB-V program for one rank (reference/schedules.md, ZB-V)."""
+    """The reference's ZB-V program for one rank (the ZB-V paper, arxiv.org/abs/2405.15362; docs/schedules.md)."""
     p, m = spec.ranks, spec.microbatches
     first, second = (0, rank), (0, 2 * p - 1 - rank)
     prog = RankProgram(spec)
