@@ -73,10 +73,13 @@ def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     return improve_with_solver(prob, start, budget, spec.seed, began, prove=True)
 
 
+SEARCH_MAX_OPS = 800  # above this, within a search's budget CP-SAT rarely improves on the heuristic
+
+
 def solver_helps(spec: PipelineSpec, prob: Problem) -> bool:
-    """Whether `search` may finish with CP-SAT: installed, the pipeline within `MAX_OPS`, and no
-    overlapped pair that gains time (the model has none)."""
-    if prob.n > MAX_OPS or (spec.overlap and prob.can_overlap):
+    """Whether `search` may finish with CP-SAT: installed, the pipeline within `SEARCH_MAX_OPS`,
+    and no overlapped pair that gains time (the model has none)."""
+    if prob.n > SEARCH_MAX_OPS or (spec.overlap and prob.can_overlap):
         return False
     return solver_installed()
 
