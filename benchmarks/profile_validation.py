@@ -11,17 +11,17 @@ that compute dominates on CPU; 1f1b and zb-h1 cut it into 2 stages, dualpipev in
 The profile times each stage beside a process computing as the other rank does (the default on
 CPU; see backends/torch/companions.py).
 Target (issue 13): measured and predicted step within 20% for each family, on an idle machine.
-The measured step is what `--trace` prints: the median of the `--steps` (5) after the first, which
-warms up. Before each family (and each profile of `--agreement`) the script waits until the 1-minute
+The measured step is what `--trace` prints: of `--steps` (5), the median of the steps after the
+first, which warms up. Before each family (and each profile of `--agreement`) the script waits until the 1-minute
 load average is below `--idle-below` (1.5: on this 2-core machine its own two processes raise it to
 about 2) and prints the load average beside the figures.
 
 A second prediction tells the two sources of error apart: "replayed" simulates the same plan with
 each op's cost taken from the measured steps themselves (the median duration of each kind of op per
 stage over the steps after the first, each cross-rank send's median charged to its op as the
-profile does, `costblock.charge_sends`; comm from the profile). measured/replayed near 1 says the
-simulator's model of a run holds, and what remains between measured and predicted is the
-profile's (on a loaded machine: the load changing between the profile and the run). A third,
+profile does, `costblock.charge_sends`; comm from the profile): replayed against predicted is how
+far the profile's op costs were from the run's (on a shared machine: the load changing between
+the profile and the run). A third,
 "per instance", replays each step with every instruction's own measured duration instead of the
 medians: measured/per-instance tests the simulator's dependency model alone, and per-instance over
 replayed is what the spread of op times costs a step (a step waits for the slowest of its paths).
