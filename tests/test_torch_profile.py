@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import schedc  # noqa: E402
-from schedc.backends.torch.profiler import (Timing, cost_rows, format_cost_block, profile_stages,  # noqa: E402
-                                            sanity_warnings, time_op)
+from schedc.backends.torch.costblock import cost_rows, format_cost_block  # noqa: E402
+from schedc.backends.torch.profiler import Timing, profile_stages, sanity_warnings, time_op  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 MLP = str(ROOT / "examples" / "models" / "mlp.py")
@@ -67,7 +67,7 @@ def test_time_op_times_only_the_op_after_a_warm_up():
     timing = time_op(lambda: (time.sleep(0.01), 0.002)[1:], lambda s: (calls.append(s), time.sleep(s)),
                      torch.device("cpu"), warmup=3, repeats=5, max_repeats=5)
     assert len(calls) == 8 and timing.samples == 5  # 3 warm-ups, 5 timed
-    assert 2 <= timing.median < 8  # the setup's 10 ms are not in it
+    assert 2 <= timing.ms < 8  # the setup's 10 ms are not in it
     assert timing.spread >= 0
 
 
@@ -75,14 +75,14 @@ def test_profile_gives_back_the_known_times_of_each_op():
     profiles = profile_stages(SlowModel, 2, torch.float64, repeats=4)
     first, second = (p.figures for p in profiles)
     for f in (first, second):
-        assert 1e3 * FORWARD_S <= f["F"].median < 1e3 * FORWARD_S + 15
-        assert 1e3 * BACKWARD_S <= f["B"].median < 1e3 * BACKWARD_S + 15
+        assert 1e3 * FORWARD_S <= f["F"].ms < 1e3 * FORWARD_S + 15
+        assert 1e3 * BACKWARD_S <= f["B"].ms < 1e3 * BACKWARD_S + 15
         # on cpu a pair runs its forward, then its backward
-        assert f["F&B"].median >= 1e3 * (FORWARD_S + BACKWARD_S)
+        assert f["F&B"].ms >= 1e3 * (FORWARD_S + BACKWARD_S)
     # the first stage has no input gradient: I is empty, W is the whole backward
-    assert first["I"].median == 0 and first["W"] == first["B"]
+    assert first["I"].ms == 0 and first["W"] == first["B"]
     # the second: I walks back through the sleep, W only does the linear's weight work
-    assert second["I"].median >= 1e3 * BACKWARD_S and 0 < second["W"].median < second["B"].median
+    assert second["I"].ms >= 1e3 * BACKWARD_S and 0 < second["W"].ms < second["B"].ms
     assert [p.chosen_way for p in profiles] == ["sequential", "sequential"]
     assert not [w for w in sanity_warnings(profiles) if "I is" in w or "W is not positive" in w]
 
@@ -104,8 +104,13 @@ def test_sanity_warnings_name_the_stage_and_the_block_stays_valid():
 
 def test_comm_is_measured_between_two_processes():
     from schedc.backends.torch.commprobe import comm_from_bandwidth, measure_comm
-    small, large, none = measure_comm([4096, 4 << 20, 0])
+    transfers = measure_comm([4096, 4 << 20, 0])
+    small, large, none = transfers.comm
     assert 0 < small < large and none == 0
+    # posting a send costs the sender time of its own, more for more bytes, never more than the trip
+    post_small, post_large, post_none = transfers.send
+    assert 0 < post_small < post_large and post_none == 0
+    assert post_large <= 2 * large
     assert comm_from_bandwidth([2e9], 10) == [200.0]
 
 
@@ -172,7 +177,7 @@ def test_comm_on_one_gpu_is_measured_through_host_memory(monkeypatch):
     from schedc.cli.run import _measured_comm
     calls = []
     monkeypatch.setattr(commprobe, "measure_comm", lambda sizes, backend, where: calls.append((backend, where)) or
-                        [1.0] * len(sizes))
+                        commprobe.Transfers([1.0] * len(sizes), [0.1] * len(sizes)))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    comm, how = _measured_comm([8, 0], argparse.Namespace(comm=None), torch.device("cuda"))
-    assert calls == [("gloo", "cpu")] and how == "measured between two processes over gloo (host memory)"
+    transfers, how = _measured_comm([8, 0], argparse.Namespace(comm=None), torch.device("cuda"))
+    assert transfers.comm == [1.0, 1.0] and calls == [("gloo", "cpu")] and how == "measured between two processes over gloo (host memory)"

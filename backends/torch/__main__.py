@@ -126,17 +126,20 @@ def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device) 
     return 0 if ok else 1
 
 
-def _write_trace(path: str, runner, compiled, rank: int, world: int) -> None:
+def _write_trace(path: str, runner, steps, compiled, rank: int, world: int) -> None:
+    """Write the trace of every step (`steps`: each step's records) and, on rank 0, compare the
+    measured step with the simulated one (`measure.py`)."""
     from ...simulate import simulate
     from .measure import compare_with_simulation, merge_trace, write_rank_records
 
-    origin = min(r.start for r in runner.records) if runner.records else 0.0
+    origin = min((r.start for records in steps for r in records), default=0.0)
     start = torch.tensor([origin], dtype=torch.float64, device=runner.comm_device)
     dist.all_reduce(start, op=dist.ReduceOp.MIN)  # one clock on one host: perf_counter is system-wide
-    for record in runner.records:
-        record.start -= start.item()
-        record.end -= start.item()
-    write_rank_records(path, rank, runner.records)
+    for records in steps:
+        for record in records:
+            record.start -= start.item()
+            record.end -= start.item()
+    write_rank_records(path, rank, steps)
     dist.barrier()
     if rank == 0:
         parts = merge_trace(path, world)
@@ -184,6 +187,7 @@ def main(argv=None) -> int:
     store = dist.distributed_c10d._get_default_store()  # private, but the store init_process_group made
     watchdog = Watchdog(store, runner, limit=2 * args.timeout).start()
     optimizer = make_optimizer(model, [p for m in runner.modules.values() for p in m.parameters()], args.lr)
+    step_records = []  # each step's instruction timings, for --trace
     for step in range(args.steps):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)
@@ -196,6 +200,7 @@ def main(argv=None) -> int:
             _name_stuck_peers(store, rank, world)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
+        step_records.append(runner.records)
         grads = {key: [None if p.grad is None else p.grad.clone() for p in m.parameters()]
                  for key, m in runner.modules.items()} if args.check else {}
         if optimizer is not None:
@@ -203,7 +208,7 @@ def main(argv=None) -> int:
     runner.current = None
     watchdog.stop()
     if args.trace:
-        _write_trace(args.trace, runner, compiled, rank, world)
+        _write_trace(args.trace, runner, step_records, compiled, rank, world)
     status = 0
     if args.check:
         status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device)

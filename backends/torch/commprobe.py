@@ -2,8 +2,12 @@
 process group (`measure_comm`), or computed from a bandwidth the user gives (`comm_from_bandwidth`).
 
 `measure_comm` starts two processes (multiprocessing, spawn) that bounce a tensor of each size back
-and forth (`send`/`recv`, as the runner's transfers are); a figure is half the median round trip,
-after a warm-up. Transfers of zero bytes (the last stage sends nothing forward) cost 0.
+and forth, after a warm-up: the first posts it with `isend` (as the runner's SEND does) and waits
+for it to come back, the second receives and returns it. Two figures per size (`Transfers`):
+`comm`, half the median round trip (the one-way transfer time), and `send`, the median time the
+`isend` call itself keeps the sending process busy (on gloo it writes the tensor into the socket
+before it returns): time the sending rank cannot compute, which `costblock.charge_sends` charges
+to the op that sends. Transfers of zero bytes cost 0. A bandwidth gives no send figure (0).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import socket
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -19,14 +24,22 @@ import torch.distributed as dist
 ROUND_TRIPS, WARMUP = 20, 3
 
 
+@dataclass(frozen=True)
+class Transfers:
+    """Milliseconds per transfer size: `comm` one way, `send` the sender's own time posting it."""
+
+    comm: list[float]
+    send: list[float]
+
+
 def comm_from_bandwidth(sizes: list[int], gigabytes_per_second: float) -> list[float]:
     """Milliseconds to move each of `sizes` bytes at the given bandwidth."""
     return [size / (gigabytes_per_second * 1e9) * 1e3 for size in sizes]
 
 
-def measure_comm(sizes: list[int], backend: str = "gloo", device: str = "cpu", timeout: float = 60) -> list[float]:
-    """Milliseconds to send each of `sizes` bytes from one process to another over `backend`
-    (NCCL: `device` is "cuda" and the two processes use GPUs 0 and 1)."""
+def measure_comm(sizes: list[int], backend: str = "gloo", device: str = "cpu", timeout: float = 60) -> Transfers:
+    """Milliseconds to send each of `sizes` bytes from one process to another over `backend`, and
+    to post each send (NCCL: `device` is "cuda" and the two processes use GPUs 0 and 1)."""
     context = torch.multiprocessing.get_context("spawn")
     results = context.Queue()
     with socket.socket() as s:
@@ -45,7 +58,7 @@ def measure_comm(sizes: list[int], backend: str = "gloo", device: str = "cpu", t
                 process.kill()
     if isinstance(found, str):
         raise RuntimeError(f"measuring communication failed: {found}")
-    return found
+    return Transfers([comm for comm, _send in found], [send for _comm, send in found])
 
 
 def _probe(rank: int, port: int, sizes: list[int], backend: str, device: str, results) -> None:
@@ -55,7 +68,7 @@ def _probe(rank: int, port: int, sizes: list[int], backend: str, device: str, re
         where = torch.device(f"cuda:{rank}" if device == "cuda" else "cpu")
         if where.type == "cuda":
             torch.cuda.set_device(where)
-        figures = [_one_way_ms(size, rank, where) if size else 0.0 for size in sizes]
+        figures = [_one_way_and_send_ms(size, rank, where) if size else (0.0, 0.0) for size in sizes]
         dist.destroy_process_group()
         if rank == 0:
             results.put(figures)
@@ -63,15 +76,18 @@ def _probe(rank: int, port: int, sizes: list[int], backend: str, device: str, re
         results.put(f"rank {rank}: {error}")
 
 
-def _one_way_ms(size: int, rank: int, device: torch.device) -> float:
+def _one_way_and_send_ms(size: int, rank: int, device: torch.device) -> tuple[float, float]:
+    """(half the median round trip, the median `isend` call) in ms, on rank 0 (rank 1 echoes)."""
     tensor = torch.empty(max(size // 4, 1), dtype=torch.float32, device=device)
     peer = 1 - rank
-    times = []
+    trips, posts = [], []
     for i in range(WARMUP + ROUND_TRIPS):
         dist.barrier()
         start = time.perf_counter()
         if rank == 0:
-            dist.send(tensor, peer)
+            work = dist.isend(tensor, peer)
+            posted = time.perf_counter()
+            work.wait()
             dist.recv(tensor, peer)
         else:
             dist.recv(tensor, peer)
@@ -79,5 +95,6 @@ def _one_way_ms(size: int, rank: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= WARMUP:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) / 2 * 1e3
+            trips.append(time.perf_counter() - start)
+            posts.append(posted - start if rank == 0 else 0.0)
+    return statistics.median(trips) / 2 * 1e3, statistics.median(posts) * 1e3

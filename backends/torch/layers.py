@@ -68,7 +68,7 @@ def stage_builder(model, spec: PipelineSpec) -> Callable[[int], list[torch.nn.Mo
 
 def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
     """The model's layers measured one by one, as the JSON layer description `schedc partition`
-    reads: median milliseconds of F, B (full) and W, and in MiB the parameters and the
+    reads: milliseconds (interquartile means, profiler.py) of F, B (full) and W, and in MiB the parameters and the
     activations a forward leaves saved for its backward (parameters excluded)."""
     from .profiler import profile_stages
 
@@ -85,8 +85,8 @@ def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
     times = [p.figures for p in profile_stages(AsStages, len(modules), dtype, repeats=repeats)]
     x = model.make_batch(1)[0][0].to(dtype)
     saved = _saved_mib(modules, x)
-    return [{"name": name, "F": round(t["F"].median, 4), "B": round(t["B"].median, 4),
-             "W": round(min(t["W"].median, t["B"].median), 4),
+    return [{"name": name, "F": round(t["F"].ms, 4), "B": round(t["B"].ms, 4),
+             "W": round(min(t["W"].ms, t["B"].ms), 4),
              "activation": round(held, 4), "params": round(_params_mib(module), 4)}
             for name, module, t, held in zip(layers, modules, times, saved)]
 

@@ -44,8 +44,9 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--comm", dict(choices=("nccl", "gloo"), help="default: nccl on cuda (one GPU per rank), gloo on cpu; "
                     "gloo with --device cuda stages transfers through host memory, so ranks can share a GPU")),
     ("--timeout", dict(type=positive_float, default=60, help="seconds before a stuck transfer fails")),
-    ("--trace", dict(help="write a Chrome trace of the last step as it ran, and compare measured and "
-                     "simulated step time and per-rank idle (ranks on one host)")),
+    ("--trace", dict(help="write a Chrome trace of every step as it ran, and compare measured (the median "
+                     "of the steps after the first) and simulated step time and per-rank idle (ranks on one "
+                     "host)")),
     ("--overlap", dict(choices=("streams", "sequential"), help="how an overlapped F&B pair without the "
                        "stage's hook runs: the forward on a second CUDA stream beside the backward (default on "
                        "cuda), or the forward then the backward (default on cpu); `--profile` times both and "

@@ -128,8 +128,9 @@ def _profile(spec: PipelineSpec, args) -> int:
     from ..backends.torch.__main__ import load_model
     from ..backends.torch.commprobe import comm_from_bandwidth
     from ..backends.torch.companions import companions
-    from ..backends.torch.profiler import (cost_rows, format_cost_block, format_profile_table, profile_stages,
-                                           recommended_way, sanity_warnings)
+    from ..backends.torch.costblock import cost_rows, cross_rank_sends, format_cost_block, sent_bytes
+    from ..backends.torch.profiler import (format_profile_table, profile_stages, recommended_way,
+                                           sanity_warnings)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
@@ -152,23 +153,32 @@ def _profile(spec: PipelineSpec, args) -> int:
     with companions(args.model, spec.num_stages, args.dtype, others):
         profiles = profile_stages(model, spec.num_stages, getattr(torch, args.dtype), device, args.overlap,
                                   repeats=args.repeats)
-    sizes = [p.output_bytes for p in profiles]
+    sizes = sent_bytes(profiles)
     if args.bandwidth:
         comm, how = comm_from_bandwidth(sizes, args.bandwidth), f"computed from --bandwidth {args.bandwidth:g} GB/s"
+        send = [0.0] * len(sizes)
     else:
-        comm, how = _measured_comm(sizes, args, device)
+        transfers, how = _measured_comm(sizes, args, device)
+        comm, send = transfers.comm, transfers.send
     where = f"{device}" + (f", {threads} thread(s), beside {others} process(es) computing as this host's "
                            "other ranks do" if device.type == "cpu" else "")
-    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}); median after "
-          f"a warm-up, ±spread (interquartile range / median); comm {how}")
-    print(format_profile_table(profiles, comm))
+    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}), all stages "
+          f"timed round-robin; each figure the mean of the middle half of its samples after a warm-up, "
+          f"±spread (interquartile range / figure); comm {how}; send: what posting that transfer costs "
+          f"the sending rank ({'none measured: from a bandwidth' if args.bandwidth else 'measured with comm'})")
+    print(format_profile_table(profiles, comm, send))
     for warning in sanity_warnings(profiles):
         print(f"# warning: {warning}")
         print(f"schedc: warning: {warning}", file=sys.stderr)
     way = recommended_way(profiles)
     if way is not None and len({w for p in profiles for w in p.pair_ways}) > 1:
         print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
-    block = format_cost_block(cost_rows(profiles, comm))
+    rows = cost_rows(profiles, comm, send, cross_rank_sends(spec))
+    charged = [f"stage {r['stage']} {k} +{r['send ' + k]:.3g}" for r in rows for k in ("F", "B") if r["send " + k]]
+    if charged:
+        print(f"# the block charges each op that sends to another rank ({spec.placement} placement) its send: "
+              f"{', '.join(charged)} ms (F&B gets both of its halves'); comm there is what is left after the post")
+    block = format_cost_block(rows)
     print(block)
     if args.profile_out:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -177,8 +187,9 @@ def _profile(spec: PipelineSpec, args) -> int:
     return 0
 
 
-def _measured_comm(sizes: list[int], args, device) -> tuple[list[float], str]:
-    """Each stage output's transfer time, measured between two processes, and how it was measured."""
+def _measured_comm(sizes: list[int], args, device):
+    """Each transfer's time and the sender's cost of posting it (`commprobe.Transfers`), measured
+    between two processes, and how they were measured."""
     import torch
 
     from ..backends.torch.commprobe import measure_comm
@@ -188,10 +199,10 @@ def _measured_comm(sizes: list[int], args, device) -> tuple[list[float], str]:
     if backend == "nccl" and torch.cuda.device_count() < 2:
         backend, where = "gloo", "cpu"  # NCCL needs a GPU per process
     try:
-        comm = measure_comm(sizes, backend, where)
+        transfers = measure_comm(sizes, backend, where)
     except RuntimeError as error:
         raise UsageError(f"{error}; give --bandwidth GB/S to compute comm instead") from None
-    return comm, f"measured between two processes over {backend}" + (" (host memory)" if where != device.type else "")
+    return transfers, f"measured between two processes over {backend}" + (" (host memory)" if where != device.type else "")
 
 
 def rank_arguments(args: argparse.Namespace) -> list[str]:
@@ -294,8 +305,9 @@ def register(sub) -> None:
     p.add_argument("--profile-out", metavar="FILE", help="with --profile: write a copy of the .sched file "
                    "with the measured cost block in it")
     p.add_argument("--force", action="store_true", help="let --profile-out overwrite an existing .sched file")
-    p.add_argument("--repeats", type=positive_int, default=10, help="with --profile: timed repeats per "
-                   "figure at least (more, up to 4x, while the median is not stable)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="with --profile: timed rounds at least "
+                   "(each times every stage's F, B, I, W and F&B once; more, up to 4x, while a figure is "
+                   "not stable)")
     p.add_argument("--profile-alone", action="store_true", help="with --profile on cpu: time the stages "
                    "alone, not beside processes computing as the host's other ranks would")
     p.add_argument("--bandwidth", type=positive_float, metavar="GB/S", help="with --profile: compute comm "
