@@ -88,3 +88,23 @@ def test_parent_that_is_a_file_is_one_line(tmp_path, capsys):
     assert main(["compile", str(EXAMPLE), "-o", str(blocker / "plan.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"schedc: error: cannot write '{blocker / 'plan.txt'}': ") and err.count("\n") == 1
+
+
+def test_trace_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A rank's trace part and the merged trace go through a temporary file renamed over the old
+    one: a failure mid-write leaves the old file as it was and no temporary behind."""
+    import os
+    from schedc.backends.torch import measure
+
+    old = tmp_path / "trace.json"
+    old.write_text("old trace")
+    measure._write_whole(old, "new trace")
+    assert old.read_text() == "new trace"
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        measure._write_whole(old, "half")
+    assert old.read_text() == "new trace"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.json"]

@@ -22,7 +22,19 @@ def write_rank_records(path: str, rank: int, steps) -> None:
     rank 0 after a barrier)."""
     rows = [{"step": step, "index": r.index, "op": str(r.instr), "kind": r.instr.kind.value, "start": r.start,
              "end": r.end} for step, records in enumerate(steps) for r in records]
-    Path(f"{path}.rank{rank}").write_text(json.dumps(rows))
+    _write_whole(Path(f"{path}.rank{rank}"), json.dumps(rows))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` in one step: a temporary file beside it, renamed over it once
+    complete, so a rank killed mid-write never leaves a half trace (or half of an old one)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
 
 
 def merge_trace(path: str, ranks: int) -> list[list[dict]]:
@@ -37,7 +49,7 @@ def merge_trace(path: str, ranks: int) -> list[list[dict]]:
             events.append({"ph": "X", "name": row["op"], "cat": row["kind"], "pid": rank, "tid": 0,
                            "ts": row["start"] * 1e6, "dur": (row["end"] - row["start"]) * 1e6,
                            "args": {"step": row["step"]}})
-    Path(path).write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
+    _write_whole(Path(path), json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
     for r in range(ranks):
         os.remove(f"{path}.rank{r}")
     return parts
