@@ -6,25 +6,28 @@ measured step with the simulated one.
     python benchmarks/profile_validation.py --families 1f1b --steps 3
     python benchmarks/profile_validation.py --agreement      # two profiles: per-figure difference
 
-Model: examples/models/wide_mlp.py (8 Linear-GELU layers of 512, 128 rows, float32), big enough
+Model: examples/models/wide_mlp.py (8 Linear-GELU layers of 512, 512 rows, float32), big enough
 that compute dominates on CPU; 1f1b and zb-h1 cut it into 2 stages, dualpipev into 4.
 The profile times each stage beside a process computing as the other rank does (the default on
-CPU; see backends/torch/companions.py).
+CPU; see backends/torch/companions.py), then calibrates with `--calibrate` (6) traced steps of
+the plan (backends/torch/calibrate.py; `--calibrate 0` for the isolated timings alone).
 Target (issue 13): measured and predicted step within 20% for each family, on an idle machine.
 The measured step is what `--trace` prints: of `--steps` (5), the median of the steps after the
-first, which warms up. Before each family (and each profile of `--agreement`) the script waits until the 1-minute
-load average is below `--idle-below` (1.5: on this 2-core machine its own two processes raise it to
-about 2) and prints the load average beside the figures.
+first, which warms up. Before each family (and each profile of `--agreement`) the script waits
+until the 1-minute load average is below `--idle-below` (1.5: on this 2-core machine its own two
+processes raise it to about 2) and prints the load average beside the figures.
 
-A second prediction tells the two sources of error apart: "replayed" simulates the same plan with
-each op's cost taken from the measured steps themselves (the median duration of each kind of op per
-stage over the steps after the first, each cross-rank send's median charged to its op as the
-profile does, `costblock.charge_sends`; comm from the profile): replayed against predicted is how
-far the profile's op costs were from the run's (on a shared machine: the load changing between
-the profile and the run). A third,
-"per instance", replays each step with every instruction's own measured duration instead of the
-medians: measured/per-instance tests the simulator's dependency model alone, and per-instance over
-replayed is what the spread of op times costs a step (a step waits for the slowest of its paths).
+Further columns tell the sources of error apart:
+- "replayed" simulates the same plan with each op's cost taken from the measured run itself, as
+  the calibration takes it from its own run: measured/replayed is what the simulator with one
+  cost per op misses of a run whose op times it knew;
+- "per instance" replays each step with every instruction's own measured duration instead:
+  measured/per-instance tests the simulator's dependency model alone, and per-instance over
+  replayed is what the spread of op times costs a step (a step waits for the slowest of its paths);
+- "calibration run" is the step the profile's own calibration run measured (the same plan, a
+  minute earlier): measured/calibration run is how much the machine itself changed between two
+  runs of one plan, which no profile can foresee;
+- "matmul ms" is one process's 512 x 512 matmul just before the profile and before the run.
 """
 
 from __future__ import annotations
@@ -46,44 +49,31 @@ MODEL = ROOT / "examples" / "models" / "wide_mlp.py"
 TARGET = 0.20
 
 
-def run_schedc(*args: str) -> str:
-    """Run `schedc ARGS` (this interpreter); its standard output, or exit with its error."""
+def run_schedc(*args: str, both: bool = False):
+    """Run `schedc ARGS` (this interpreter); its standard output (with `both`, and its standard
+    error), or exit with its error."""
     result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", *args], capture_output=True,
                             text=True, cwd=ROOT)
     if result.returncode:
         sys.exit(f"schedc {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
+    return (result.stdout, result.stderr) if both else result.stdout
+
+
+MEASURED = re.compile(r"measured step ([\d.]+) ms; predicted step ([\d.e+]+)")
 
 
 def replayed(profiled: Path, trace: Path) -> float:
-    """The simulated step with each op's cost from the measured trace (see the module docstring)."""
+    """The simulated step with each op's cost from the measured trace, as `--calibrate` takes it
+    from its own run (backends/torch/calibrate.py; comm from the profile)."""
     import schedc
+    from schedc.backends.torch.calibrate import calibrated_rows, run_durations, run_sends
     from schedc.backends.torch.costblock import charge_sends, cross_rank_sends
-    from schedc.backends.torch.measure import counted_steps
-    from schedc.ir import OpKind, parse_instr_token
 
     [spec] = schedc.load(profiled)
-    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
-    counted = set(counted_steps(1 + max(e["args"]["step"] for e in events)))
-    durations: dict[tuple[str, int], list[float]] = {}
-    for event in events:
-        if event["args"]["step"] not in counted or event["cat"] not in ("F", "B", "I", "W", "OVERLAP", "SEND_F",
-                                                                          "SEND_B"):
-            continue
-        instr = parse_instr_token(event["name"])
-        stage = instr.parts[0].stage if instr.kind is OpKind.OVERLAP else instr.stage
-        durations.setdefault((event["cat"], stage), []).append(event["dur"] / 1e3)
-    median = {key: statistics.median(values) for key, values in durations.items()}
-    rows = []
-    for s, cost in enumerate(spec.costs):
-        f = median.get(("F", s), cost.forward)
-        w = median.get(("W", s), cost.weight)
-        b = median.get(("B", s), median[("I", s)] + w if ("I", s) in median else cost.backward)
-        fb = min(max(median.get(("OVERLAP", s), f + b), f, b), f + b)
-        rows.append({"stage": s, "F": f, "B": b, "W": min(w, b), "F&B": fb, "comm": cost.comm})
-    stages = range(len(rows))
-    charged = charge_sends(rows, [median.get(("SEND_F", s), 0.0) for s in stages],
-                           [median.get(("SEND_B", s), 0.0) for s in stages], cross_rank_sends(spec))
+    run = run_durations(json.loads(trace.read_text()))
+    rows = [{"stage": s, "F": c.forward, "B": c.backward, "W": c.weight, "F&B": c.overlap_cost, "comm": c.comm}
+            for s, c in enumerate(spec.costs)]
+    charged = charge_sends(calibrated_rows(rows, run), *run_sends(run, [0.0] * len(rows)), cross_rank_sends(spec))
     costs = tuple(dataclasses.replace(cost, forward=r["F"], backward=r["B"], weight=r["W"], overlap=r["F&B"],
                                       comm=cost.comm)  # the profile's comm: already what is left after a post
                   for cost, r in zip(spec.costs, charged))
@@ -144,22 +134,46 @@ def wait_until_idle(below: float, limit_s: float = 600) -> None:
         print(f"# waited {waited} s for the load average to fall below {below:g}", file=sys.stderr, flush=True)
 
 
-def validate(family: str, microbatches: int, steps: int, folder: Path) -> tuple[float, float, float, float]:
-    """(predicted, replayed, replayed per instance, measured) step in milliseconds for `family` on 2
-    ranks."""
+def machine_speed() -> float:
+    """Milliseconds per 512 x 512 float32 matmul on one thread (the median of 60 after a warm-up):
+    how fast this shared machine is right now. The host's other tenants change it by tens of
+    percent from one minute to the next without moving the load average, so the figure is printed
+    beside the profile's and the run's, to tell such a change from an error of the profile."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    times = []
+    for i in range(70):
+        start = time.perf_counter()
+        a @ b
+        if i >= 10:
+            times.append((time.perf_counter() - start) * 1e3)
+    torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
+def validate(family: str, microbatches: int, steps: int, calibrate: int, folder: Path) -> dict:
+    """The predicted, replayed, replayed per instance and measured step (ms) for `family` on 2
+    ranks, and the machine's speed (`machine_speed`) before the profile and before the run."""
     source = folder / f"{family}.sched"
     source.write_text(f"pipeline v {{ ranks = 2 microbatches = {microbatches} schedule = {family} }}\n")
     profiled = folder / f"{family}.profiled.sched"
-    run_schedc("run", str(source), "--model", str(MODEL), "--dtype", "float32", "--profile",
-           "--profile-out", str(profiled), "--force")
+    speed_profile = machine_speed()
+    _out, err = run_schedc("run", str(source), "--model", str(MODEL), "--dtype", "float32", "--profile",
+                           "--profile-out", str(profiled), "--force", "--calibrate", str(calibrate), both=True)
+    calibration = MEASURED.search(err)  # the calibration run's own step (the same plan, before the profile's end)
     trace = folder / f"{family}.trace.json"
+    speed_run = machine_speed()
     out = run_schedc("run", str(profiled), "--model", str(MODEL), "--dtype", "float32", "--steps", str(steps),
-                 "--trace", str(trace))
-    found = re.search(r"measured step ([\d.]+) ms; predicted step ([\d.e+]+)", out)
+                     "--trace", str(trace))
+    found = MEASURED.search(out)
     if not found:
         sys.exit(f"no measured/predicted line in:\n{out}")
-    return (float(found.group(2)), replayed(profiled, trace), replayed_per_instance(profiled, trace),
-            float(found.group(1)))
+    return {"predicted": float(found.group(2)), "replayed": replayed(profiled, trace),
+            "instance": replayed_per_instance(profiled, trace), "measured": float(found.group(1)),
+            "speed": (speed_profile, speed_run), "calibration": float(calibration.group(1)) if calibration else None}
 
 
 def profile_costs(family: str, microbatches: int, folder: Path, idle_below: float):
@@ -199,6 +213,8 @@ def main() -> None:
     parser.add_argument("--families", default="1f1b,zb-h1,dualpipev")
     parser.add_argument("--microbatches", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--calibrate", type=int, default=6, help="the profile's --calibrate STEPS (0: the "
+                        "isolated timings alone)")
     parser.add_argument("--agreement", action="store_true", help="profile twice and compare instead")
     parser.add_argument("--idle-below", type=float, default=1.5, help="before each profile, wait (up to 10 min) "
                         "for the 1-minute load average to fall below this (default 1.5 on this 2-core machine)")
@@ -208,16 +224,21 @@ def main() -> None:
         return
     print(f"{'family':<10} {'predicted ms':>13} {'measured ms':>12} {'measured/predicted':>19}  "
           f"{'within ' + format(TARGET, '.0%'):<10} {'replayed ms':>12} {'measured/replayed':>18} "
-          f"{'per instance ms':>16} {'measured/per instance':>22}  load before")
+          f"{'per instance ms':>16} {'measured/per instance':>22} {'calibration run ms':>19} "
+          f"{'measured/calibration run':>25} {'matmul ms (profile, run)':>25}  load before")
     with tempfile.TemporaryDirectory() as folder:
         for family in args.families.split(","):
             wait_until_idle(args.idle_below)
             load = load_average()
-            predicted, replay, instance, measured = validate(family, args.microbatches, args.steps, Path(folder))
-            ratio = measured / predicted
-            print(f"{family:<10} {predicted:>13.1f} {measured:>12.1f} {ratio:>19.3f}  "
-                  f"{'yes' if abs(ratio - 1) <= TARGET else 'no':<10} {replay:>12.1f} {measured / replay:>18.3f} "
-                  f"{instance:>16.1f} {measured / instance:>22.3f}  {load}",
+            got = validate(family, args.microbatches, args.steps, args.calibrate, Path(folder))
+            measured, ratio = got["measured"], got["measured"] / got["predicted"]
+            speeds = "{:.2f}, {:.2f}".format(*got["speed"])
+            calibrated = f"{got['calibration']:.1f}" if got["calibration"] else "-"
+            drift = f"{measured / got['calibration']:.3f}" if got["calibration"] else "-"
+            print(f"{family:<10} {got['predicted']:>13.1f} {measured:>12.1f} {ratio:>19.3f}  "
+                  f"{'yes' if abs(ratio - 1) <= TARGET else 'no':<10} {got['replayed']:>12.1f} "
+                  f"{measured / got['replayed']:>18.3f} {got['instance']:>16.1f} "
+                  f"{measured / got['instance']:>22.3f} {calibrated:>19} {drift:>25} {speeds:>25}  {load}",
                   flush=True)
 
 

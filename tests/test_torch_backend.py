@@ -137,7 +137,7 @@ def test_profile_prints_a_cost_block_that_parses(capsys):
     import schedc
     from schedc.cli import main
     assert main(["run", str(ROOT / "examples" / "zb-h1.sched"), "--model", MLP, "--profile",
-                 "--bandwidth", "10", "--repeats", "4", "--profile-alone"]) == 0
+                 "--bandwidth", "10", "--repeats", "4", "--profile-alone", "--calibrate", "0"]) == 0
     block = capsys.readouterr().out.split("\n", 1)[1]
     [spec] = schedc.parse(f"pipeline p {{ ranks = 4 microbatches = 8 schedule = zb-h1\n{block} }}", "p.sched")
     assert all(c.forward > 0 and c.backward >= c.weight >= 0 for c in spec.costs)

@@ -120,7 +120,8 @@ def test_profile_out_writes_the_cost_block_into_a_copy(tmp_path, capsys):
     text = "pipeline p {\n  ranks = 2  # two ranks\n  microbatches = 4\n  schedule = 1f1b\n}\n"
     source.write_text(text)
     out = tmp_path / "profiled.sched"
-    argv = ["run", str(source), "--model", MLP, "--profile", "--repeats", "4", "--bandwidth", "10", "--profile-alone"]
+    argv = ["run", str(source), "--model", MLP, "--profile", "--repeats", "4", "--bandwidth", "10", "--profile-alone",
+            "--calibrate", "0"]
     assert main(argv + ["--profile-out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "comm computed from --bandwidth 10 GB/s" in printed
@@ -164,7 +165,7 @@ def test_cpu_profiles_run_beside_companions_computing_as_the_other_ranks(capsys)
         assert len(multiprocessing.active_children()) == 2  # both loaded the model and compute
     assert not multiprocessing.active_children()
     argv = ["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, "--profile", "--repeats", "4",
-            "--bandwidth", "10"]
+            "--bandwidth", "10", "--calibrate", "0"]
     assert main(argv) == 0
     assert "beside 1 process(es) computing as this host's other ranks do" in capsys.readouterr().out
 

@@ -78,17 +78,18 @@ def charge_sends(rows: list[dict], forward_send: list[float], backward_send: lis
 _BLOCK_KEYS = ("F", "B", "W", "F&B", "comm")
 
 
-def format_cost_block(rows: list[dict], indent: str = "") -> str:
+def format_cost_block(rows: list[dict], origin: str = "", indent: str = "") -> str:
     """A `cost { }` block in milliseconds: stage 0's figures as the defaults, every other stage
-    that differs by more than 2% in any figure as an override (a profile is per stage). When the
-    rows were charged with sends (`charge_sends`), the header says so."""
+    that differs by more than 2% in any figure as an override (a profile is per stage). The
+    header names the `origin` of the figures (say, a calibration run), and says so when the rows
+    were charged with sends (`charge_sends`)."""
     def items(r):
         return "  ".join(f"{k} = {_number(r[k])}" for k in _BLOCK_KEYS)
     charged = any("send F" in r for r in rows)
     rows = [_rounded(r) for r in rows]
     base = rows[0]
-    note = "; each op's cross-rank send included, comm after it" if charged else ""
-    lines = [f"{indent}cost {{   # measured by schedc run --profile, in milliseconds{note}", f"{indent}  {items(base)}"]
+    note = (f", {origin}" if origin else "") + ("; each op's cross-rank send included, comm after it" if charged else "")
+    lines = [f"{indent}cost {{   # measured by schedc run --profile{note}, in milliseconds", f"{indent}  {items(base)}"]
     for r in rows[1:]:
         if any(abs(r[k] - base[k]) > 0.02 * max(base[k], 1e-9) for k in _BLOCK_KEYS):
             lines.append(f"{indent}  stage {r['stage']} {{ {items(r)} }}")

@@ -6,7 +6,7 @@ See examples/models/mlp.py for what a model file must define.
 
 import torch
 
-LAYERS, WIDTH, ROWS = 8, 512, 128
+LAYERS, WIDTH, ROWS = 8, 512, 512
 
 
 def build_stages(num_stages):

@@ -23,7 +23,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from ..backends.torch.options import RANK_OPTIONS, add_rank_options, positive_float, positive_int
+from ..backends.torch.options import RANK_OPTIONS, add_rank_options, non_negative_int, positive_float, positive_int
 from ..compiler import compile_spec
 from ..lang.spec import PipelineSpec
 from ..lang.writer import replace_cost_block
@@ -128,7 +128,8 @@ def _profile(spec: PipelineSpec, args) -> int:
     from ..backends.torch.__main__ import load_model
     from ..backends.torch.commprobe import comm_from_bandwidth
     from ..backends.torch.companions import companions
-    from ..backends.torch.costblock import cost_rows, cross_rank_sends, format_cost_block, sent_bytes
+    from ..backends.torch.calibrate import calibrated_rows, format_calibration, run_sends
+    from ..backends.torch.costblock import charge_sends, cost_rows, cross_rank_sends, format_cost_block, sent_bytes
     from ..backends.torch.profiler import (format_profile_table, profile_stages, recommended_way,
                                            sanity_warnings)
 
@@ -173,18 +174,60 @@ def _profile(spec: PipelineSpec, args) -> int:
     way = recommended_way(profiles)
     if way is not None and len({w for p in profiles for w in p.pair_ways}) > 1:
         print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
-    rows = cost_rows(profiles, comm, send, cross_rank_sends(spec))
+    sends = cross_rank_sends(spec)
+    rows = cost_rows(profiles, comm, send, sends)
+    block = format_cost_block(rows)
+    run = _calibration_run(spec, args, block) if args.calibrate else None
+    if run is not None:
+        plain = cost_rows(profiles, comm)
+        calibrated = calibrated_rows(plain, run)
+        print(format_calibration(plain, calibrated, run.steps))
+        rows = charge_sends(calibrated, *run_sends(run, send), sends)
+        block = format_cost_block(rows, f"calibrated by a {args.calibrate}-step run of the plan")
     charged = [f"stage {r['stage']} {k} +{r['send ' + k]:.3g}" for r in rows for k in ("F", "B") if r["send " + k]]
     if charged:
         print(f"# the block charges each op that sends to another rank ({spec.placement} placement) its send: "
               f"{', '.join(charged)} ms (F&B gets both of its halves'); comm there is what is left after the post")
-    block = format_cost_block(rows)
     print(block)
     if args.profile_out:
         text = Path(args.file).read_text(encoding="utf-8")
         _write(replace_cost_block(text, spec.source.ast, block), args.profile_out,
                [] if args.force else [args.file], force=args.force)
     return 0
+
+
+def _calibration_run(spec: PipelineSpec, args, block: str):
+    """Run the plan with the profiled `block` for `--calibrate` steps under torchrun, traced; the
+    run's instruction durations (`calibrate.RunDurations`), or None, with the reason printed, when
+    no run can start on this host."""
+    import tempfile
+
+    from ..backends.torch.calibrate import run_durations
+
+    why = ("the ranks span several nodes (--nnodes); calibrate on one node with all the ranks"
+           if args.nnodes > 1 else device_problem(spec.ranks, args.device, args.comm))
+    if why:
+        print(f"# not calibrated by a run: {why}")
+        print(f"schedc: warning: not calibrated by a run: {why}", file=sys.stderr)
+        return None
+    text = replace_cost_block(Path(args.file).read_text(encoding="utf-8"), spec.source.ast, block)
+    with tempfile.TemporaryDirectory(prefix="schedc-calibrate-") as folder:
+        profiled, trace = Path(folder) / Path(args.file).name, Path(folder) / "trace.json"
+        profiled.write_text(text, encoding="utf-8")
+        _source, specs = _load(str(profiled))
+        compile_spec(_select(specs, spec.name, single=True)[0])
+        for_ranks = argparse.Namespace(**{**vars(args), "steps": args.calibrate, "trace": str(trace),
+                                          "check": False})
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={spec.ranks}",
+                   *_rendezvous(args), *rank_program(), str(profiled), "--model", args.model, "--pipeline",
+                   spec.name, *rank_arguments(for_ranks)]
+        print(f"schedc: calibrating: {args.calibrate} traced steps of the plan on {spec.ranks} ranks, with the "
+              "profiled costs (--calibrate 0 skips this)", file=sys.stderr)
+        code = run_torchrun(command, stdout_to_stderr=True)
+        if code:
+            raise UsageError(f"the calibration run failed (torchrun exit code {code}; the ranks said why above); "
+                             "fix that, or skip the run with --calibrate 0")
+        return run_durations(json.loads(trace.read_text()))
 
 
 def _measured_comm(sizes: list[int], args, device):
@@ -268,12 +311,17 @@ def filter_launcher_traceback(lines: Iterable[str], out: TextIO) -> bool:
     return False
 
 
-def run_torchrun(command: list[str]) -> int:
-    """Run `command` (torchrun), its stderr through `filter_launcher_traceback`; the exit code."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
-    assert process.stderr is not None
-    dropped = filter_launcher_traceback(process.stderr, sys.stderr)
-    for _rest in process.stderr:  # the launcher's summary block
+def run_torchrun(command: list[str], stdout_to_stderr: bool = False) -> int:
+    """Run `command` (torchrun), its stderr through `filter_launcher_traceback`; the exit code.
+    With `stdout_to_stderr` the ranks' standard output joins that stream (so ours stays what the
+    command prints, as when --profile's calibration run reports)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE if stdout_to_stderr else None,
+                               stderr=subprocess.STDOUT if stdout_to_stderr else subprocess.PIPE, text=True,
+                               bufsize=1)
+    stream = process.stdout if stdout_to_stderr else process.stderr
+    assert stream is not None
+    dropped = filter_launcher_traceback(stream, sys.stderr)
+    for _rest in stream:  # the launcher's summary block
         pass
     code = process.wait()
     if code and dropped:
@@ -310,6 +358,10 @@ def register(sub) -> None:
                    "not stable)")
     p.add_argument("--profile-alone", action="store_true", help="with --profile on cpu: time the stages "
                    "alone, not beside processes computing as the host's other ranks would")
+    p.add_argument("--calibrate", type=non_negative_int, default=6, metavar="STEPS", help="with --profile: "
+                   "then run the plan with the profiled costs for STEPS traced steps on this host and take each "
+                   "figure it runs from the steps after the first (isolated timings miss what ops cost inside "
+                   "a run); 0 skips the run (default 6)")
     p.add_argument("--bandwidth", type=positive_float, metavar="GB/S", help="with --profile: compute comm "
                    "from this bandwidth instead of measuring it between two processes")
     p.set_defaults(func=cmd_run)
