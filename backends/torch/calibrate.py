@@ -9,13 +9,14 @@ median time *from a run* predicted the next run's step within 8% (docs/backend.m
 
 So the calibration runs the plan (with the profiled block) for a few steps with `--trace`, and
 takes each figure from the trace, over the steps after the first (a warm-up):
-- F, B, I, W of a stage: the mean of its instructions' durations in each step, then the median of
-  those over the steps (a step is a sum of ops, so the mean is what adds up to it; the median over
-  steps drops a step the shared machine slowed as a whole); B, when the plan splits every
-  backward, is I + W.
-- A figure the plan does not run (W in 1f1b, say): the profiled figure scaled by how the run
-  moved that stage's measured figures of the same side (forward: F; backward: B, I, W), else all
-  of them, else the whole run's.
+- F, B, I, W of a stage that the run has at least `MIN_SAMPLES` instructions of: the mean of
+  their durations in each step, then the median of those over the steps (a step is a sum of ops,
+  so the mean is what adds up to it; the median over steps drops a step the shared machine slowed
+  as a whole); B, when the plan splits every backward, is I + W.
+- Any other figure (W in 1f1b, which runs none; a W that DualPipeV runs once a step): the
+  profiled figure scaled by how the run moved the stage's ops of the same side (forward: F;
+  backward: B, I, W, pooled), per step and then the median over steps; else by all the stage's
+  ops, else by the median stage's.
 - F&B: each overlapped instruction's gain (its halves' calibrated costs minus its duration), the
   median over the pairs a stage takes part in, kept within [0, min(F, B)] (the language's
   bounds); a stage in no pair keeps its profiled gain, scaled.
@@ -35,6 +36,7 @@ from .measure import counted_steps
 
 _KINDS = ("F", "B", "I", "W", "SEND_F", "SEND_B")
 _BACKWARD = ("B", "I", "W")
+MIN_SAMPLES = 8  # a figure measured fewer times in the run is the profiled one scaled (too noisy alone)
 
 
 @dataclass
@@ -69,10 +71,8 @@ def run_durations(trace: dict) -> RunDurations:
     return found
 
 
-def _ratio(pairs: list[tuple[float, float]]) -> float | None:
-    """sum(measured) / sum(profiled) over (measured, profiled) pairs, or None without any."""
-    profiled = sum(p for _m, p in pairs)
-    return sum(m for m, _p in pairs) / profiled if pairs and profiled > 0 else None
+def _count(run: RunDurations, kind: str, stage: int) -> int:
+    return sum(len(values) for values in run.ops.get((kind, stage), {}).values())
 
 
 def _measured(run: RunDurations, kind: str, stage: int) -> float | None:
@@ -81,35 +81,43 @@ def _measured(run: RunDurations, kind: str, stage: int) -> float | None:
     return statistics.median(statistics.fmean(v) for v in per_step.values()) if per_step else None
 
 
+def _moved(run: RunDurations, stage: int, kinds: tuple[str, ...], profiled: dict) -> float | None:
+    """How the run moved `stage`'s ops of `kinds` against their `profiled` figures: per step, the
+    sum of their durations over the sum of their profiled figures (one per instruction), then the
+    median over the steps; None when the run has none of them."""
+    per_step: dict[int, list[float]] = {}
+    for kind in kinds:
+        for step, values in run.ops.get((kind, stage), {}).items():
+            sums = per_step.setdefault(step, [0.0, 0.0])
+            sums[0] += sum(values)
+            sums[1] += profiled[kind] * len(values)
+    ratios = [ran / expected for ran, expected in per_step.values() if expected > 0]
+    return statistics.median(ratios) if ratios else None
+
+
 def calibrated_rows(rows: list[dict], run: RunDurations) -> list[dict]:
     """The profile's cost `rows` (`costblock.cost_rows` without sends: F, B, W, F&B, comm per
-    stage) with each figure the run measured taken from `run` and the others scaled (module
-    docstring); each row also lists the figures it `measured`. The result keeps W <= B and
-    max(F, B) <= F&B <= F + B. Sends are charged apart (`run_sends`, `costblock.charge_sends`)."""
-    found: list[dict] = []
-    for row in rows:
+    stage) with each figure the run measured at least `MIN_SAMPLES` times taken from `run`, the
+    others scaled (module docstring); each row also lists the figures it `measured`. The result
+    keeps W <= B and max(F, B) <= F&B <= F + B. Sends are charged apart (`run_sends`,
+    `costblock.charge_sends`)."""
+    profiled = [{"F": r["F"], "B": r["B"], "W": r["W"], "I": r["B"] - r["W"]} for r in rows]
+    stage_moved = [_moved(run, r["stage"], ("F", "B", "I", "W"), p) for r, p in zip(rows, profiled)]
+    everything = statistics.median([m for m in stage_moved if m is not None] or [1.0])
+    out = []
+    for row, figures, whole in zip(rows, profiled, stage_moved):
         s = row["stage"]
-        got = {k: _measured(run, k, s) for k in ("F", "B", "I", "W")}
+        got = {k: _measured(run, k, s) if _count(run, k, s) >= MIN_SAMPLES else None for k in ("F", "B", "I", "W")}
         if got["B"] is None and got["I"] is not None and got["W"] is not None:
             got["B"] = got["I"] + got["W"]
-        profiled = {"F": row["F"], "B": row["B"], "W": row["W"], "I": row["B"] - row["W"]}
-        found.append({"got": got, "profiled": profiled})
-    everything = _ratio([(g["got"][k], g["profiled"][k]) for g in found for k in ("F", "B", "W")
-                         if g["got"][k] is not None]) or 1.0
-    out = []
-    for row, g in zip(rows, found):
-        got, profiled = g["got"], g["profiled"]
-        both = [(got[k], profiled[k]) for k in ("F", "B", "W") if got[k] is not None]
-        scale = {"F": _ratio([(got["F"], profiled["F"])] if got["F"] is not None else []),
-                 "B": _ratio([(got[k], profiled[k]) for k in _BACKWARD if got[k] is not None])}
-        fallback = _ratio(both) or everything
-        f = got["F"] if got["F"] is not None else profiled["F"] * (scale["F"] or fallback)
-        b = got["B"] if got["B"] is not None else profiled["B"] * (scale["B"] or fallback)
-        w = got["W"] if got["W"] is not None else profiled["W"] * (scale["B"] or fallback)
-        w = min(w, b)
-        gain = (row["F"] + row["B"] - row["F&B"]) * (_ratio(both) or everything)
-        out.append({"stage": row["stage"], "F": f, "B": b, "W": w, "gain": gain, "comm": row["comm"],
-                    "measured": sorted(k for k in ("F", "B", "I", "W") if got[k] is not None)})
+        whole = whole or everything
+        forward = _moved(run, s, ("F",), figures) or whole
+        backward = _moved(run, s, _BACKWARD, figures) or whole
+        f = got["F"] if got["F"] is not None else figures["F"] * forward
+        b = got["B"] if got["B"] is not None else figures["B"] * backward
+        w = min(got["W"] if got["W"] is not None else figures["W"] * backward, b)
+        out.append({"stage": s, "F": f, "B": b, "W": w, "gain": (row["F"] + row["B"] - row["F&B"]) * whole,
+                    "comm": row["comm"], "measured": sorted(k for k in ("F", "B", "I", "W") if got[k] is not None)})
     _pair_gains(out, run)
     for r in out:
         r["F&B"] = r["F"] + r["B"] - min(max(r.pop("gain"), 0.0), min(r["F"], r["B"]))
