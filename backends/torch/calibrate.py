@@ -5,7 +5,7 @@ stand-in processes. Inside a run the same op reads activations its forward left 
 shares the cores with the other ranks' real work and with gloo's threads, and its rank holds
 every microbatch in flight. On the 2-core machine this was built on, the isolated figures were
 10-30% away from the same ops' times inside a run, either way, while a simulation fed each op's
-median time *from a run* predicted the next run's step within 8% (docs/backend.md).
+time *from a run* predicted that run's step within 12% (docs/backend.md).
 
 So the calibration runs the plan (with the profiled block) for a few steps with `--trace`, and
 takes each figure from the trace, over the steps after the first (a warm-up):
@@ -153,10 +153,11 @@ def _pair_gains(rows: list[dict], run: RunDurations) -> None:
 
 def format_calibration(profiled: list[dict], calibrated: list[dict], steps: int) -> str:
     """Each stage's figures as profiled and as the run measured them (`#` comment lines), with
-    the ratio; a figure the run did not measure is marked `~` (scaled)."""
+    the ratio; a figure not taken from the run is marked `~` (scaled)."""
     keys = ("F", "B", "W", "F&B")
     lines = [f"# calibrated by a run of the plan ({steps} counted step(s)): each figure as profiled -> as run "
-             "(ratio); ~ = not run by this plan, the profiled figure scaled by the stage's measured ones",
+             f"(ratio); ~ = run fewer than {MIN_SAMPLES} times by this plan, the profiled figure scaled as the stage's "
+             "measured ops moved",
              "# stage" + "".join(f"{k + ' ms':>26}" for k in keys)]
     for p, c in zip(profiled, calibrated):
         cells = []
