@@ -156,7 +156,8 @@ def machine_speed() -> float:
 
 def validate(family: str, microbatches: int, steps: int, calibrate: int, folder: Path) -> dict:
     """The predicted, replayed, replayed per instance and measured step (ms) for `family` on 2
-    ranks, and the machine's speed (`machine_speed`) before the profile and before the run."""
+    ranks, the step the profile's calibration run measured (None with --calibrate 0), and the
+    machine's speed (`machine_speed`) before the profile and before the run."""
     source = folder / f"{family}.sched"
     source.write_text(f"pipeline v {{ ranks = 2 microbatches = {microbatches} schedule = {family} }}\n")
     profiled = folder / f"{family}.profiled.sched"
