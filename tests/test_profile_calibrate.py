@@ -145,3 +145,21 @@ def test_calibration_is_skipped_with_the_reason_when_no_run_can_start_here(capsy
     assert "# not calibrated by a run: NCCL runs on GPUs only" in printed and "calibrating" not in err
     header = printed[printed.index("cost {"):].splitlines()[0]
     assert "measured by schedc run --profile" in header and "calibrated" not in header  # the isolated timings' block
+
+
+@pytest.mark.parametrize("schedule,noted", [("1f1b", False), ("search", True)])
+def test_a_cost_chosen_plan_that_changes_with_calibration_is_noted(tmp_path, monkeypatch, capsys, schedule, noted):
+    """`search` picks its plan from the costs: when the calibrated block would pick another plan than
+    the one the calibration ran, the output says so (a fixed family's plan never changes)."""
+    from schedc.cli import main, run as run_command
+    from schedc.ir import Plan
+    source = tmp_path / "p.sched"
+    source.write_text(f"pipeline p {{ ranks = 2 microbatches = 4 schedule = {schedule} search_time = 0.2 }}\n")
+    [spec] = schedc.load(source)
+    fake = run_durations(trace_of(spec))
+    monkeypatch.setattr(run_command, "_calibration_run", lambda spec, args, block: (fake, Plan(((), ()))))
+    argv = ["run", str(source), "--model", MLP, "--profile", "--repeats", "4", "--bandwidth", "10", "--profile-alone"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "# calibrated by a run of the plan" in printed
+    assert ("chooses another plan than the one the calibration ran" in printed) is noted

@@ -177,13 +177,18 @@ def _profile(spec: PipelineSpec, args) -> int:
     sends = cross_rank_sends(spec)
     rows = cost_rows(profiles, comm, send, sends)
     block = format_cost_block(rows)
-    run = _calibration_run(spec, args, block) if args.calibrate else None
-    if run is not None:
+    ran = _calibration_run(spec, args, block) if args.calibrate else None
+    if ran is not None:
+        run, plan = ran
         plain = cost_rows(profiles, comm)
         calibrated = calibrated_rows(plain, run)
         print(format_calibration(plain, calibrated, run.steps))
         rows = charge_sends(calibrated, *run_sends(run, send), sends)
         block = format_cost_block(rows, f"calibrated by a {args.calibrate}-step run of the plan")
+        if spec.schedule in COST_CHOSEN and _with_block(spec, args, block, Path(args.file).name).plan != plan:
+            print(f"# note: with the calibrated costs, schedule = {spec.schedule} chooses another plan than the one "
+                  "the calibration ran; the figures are per op and carry over, but --profile on the written file "
+                  "calibrates with that plan")
     charged = [f"stage {r['stage']} {k} +{r['send ' + k]:.3g}" for r in rows for k in ("F", "B") if r["send " + k]]
     if charged:
         print(f"# the block charges each op that sends to another rank ({spec.placement} placement) its send: "
@@ -196,10 +201,26 @@ def _profile(spec: PipelineSpec, args) -> int:
     return 0
 
 
+COST_CHOSEN = ("search", "optimal", "auto")  # schedules whose plan depends on the costs
+
+
+def _with_block(spec: PipelineSpec, args, block: str, name: str, folder: str | None = None):
+    """The compiled pipeline of the file with `block` as its cost block, written as `name` in
+    `folder` (a temporary one when None; compiling checks it as a run would)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="schedc-profile-") as temporary:
+        path = Path(folder or temporary) / name
+        path.write_text(replace_cost_block(Path(args.file).read_text(encoding="utf-8"), spec.source.ast, block),
+                        encoding="utf-8")
+        _source, specs = _load(str(path))
+        return compile_spec(_select(specs, spec.name, single=True)[0])
+
+
 def _calibration_run(spec: PipelineSpec, args, block: str):
     """Run the plan with the profiled `block` for `--calibrate` steps under torchrun, traced; the
-    run's instruction durations (`calibrate.RunDurations`), or None, with the reason printed, when
-    no run can start on this host."""
+    run's instruction durations (`calibrate.RunDurations`) and the plan it ran, or None, with the
+    reason printed, when no run can start on this host."""
     import tempfile
 
     from ..backends.torch.calibrate import run_durations
@@ -210,12 +231,9 @@ def _calibration_run(spec: PipelineSpec, args, block: str):
         print(f"# not calibrated by a run: {why}")
         print(f"schedc: warning: not calibrated by a run: {why}", file=sys.stderr)
         return None
-    text = replace_cost_block(Path(args.file).read_text(encoding="utf-8"), spec.source.ast, block)
     with tempfile.TemporaryDirectory(prefix="schedc-calibrate-") as folder:
         profiled, trace = Path(folder) / Path(args.file).name, Path(folder) / "trace.json"
-        profiled.write_text(text, encoding="utf-8")
-        _source, specs = _load(str(profiled))
-        compile_spec(_select(specs, spec.name, single=True)[0])
+        plan = _with_block(spec, args, block, profiled.name, folder).plan
         for_ranks = argparse.Namespace(**{**vars(args), "steps": args.calibrate, "trace": str(trace),
                                           "check": False})
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={spec.ranks}",
@@ -227,7 +245,7 @@ def _calibration_run(spec: PipelineSpec, args, block: str):
         if code:
             raise UsageError(f"the calibration run failed (torchrun exit code {code}; the ranks said why above); "
                              "fix that, or skip the run with --calibrate 0")
-        return run_durations(json.loads(trace.read_text()))
+        return run_durations(json.loads(trace.read_text())), plan
 
 
 def _measured_comm(sizes: list[int], args, device):
