@@ -107,9 +107,11 @@ def test_comm_is_measured_between_two_processes():
     transfers = measure_comm([4096, 4 << 20, 0])
     small, large, none = transfers.comm
     assert 0 < small < large and none == 0
-    # posting a send costs the sender time of its own, more for more bytes, never more than the trip
+    # posting a send costs the sender time of its own, never (beyond noise) more than the trip; it
+    # need not grow with the bytes: gloo may return from a large isend before the bytes are out
+    # (seen in CI: 0.091 ms to post 4 KiB, 0.071 ms to post 4 MiB)
     post_small, post_large, post_none = transfers.send
-    assert 0 < post_small < post_large and post_none == 0
+    assert post_small > 0 and post_large > 0 and post_none == 0
     assert post_large <= 2 * large
     assert comm_from_bandwidth([2e9], 10) == [200.0]
 
