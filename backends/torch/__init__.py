@@ -7,7 +7,7 @@
 `schedc-rank FILE --model MODEL.py` (`python -m schedc.backends.torch`) is the per-rank program
 that `schedc run` starts under torchrun. compute.py holds a stage's compute, which the runner
 executes and profiler.py times (commprobe.py the transfers, costblock.py the cost block made from
-both); check.py is `--check`, watch.py the store heartbeat and watchdog, measure.py the measured
+both, calibrate.py the block recalibrated from a traced run); check.py is `--check`, watch.py the store heartbeat and watchdog, measure.py the measured
 trace.
 
 May import everything in schedc below cli/, and torch. Must not import cli/. options.py (the
