@@ -14,6 +14,7 @@ import os
 import statistics
 from pathlib import Path
 
+from ...lang.writer import write_whole
 from ...simulate import Timeline
 
 
@@ -26,15 +27,9 @@ def write_rank_records(path: str, rank: int, steps) -> None:
 
 
 def _write_whole(path: Path, text: str) -> None:
-    """Write `text` to `path` in one step: a temporary file beside it, renamed over it once
-    complete, so a rank killed mid-write never leaves a half trace (or half of an old one)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    """`text` written whole (`lang.writer.write_whole`), so a rank killed mid-write never leaves a
+    half trace (or half of an old one)."""
+    write_whole(path, text.encode("utf-8"))
 
 
 def merge_trace(path: str, ranks: int) -> list[list[dict]]:

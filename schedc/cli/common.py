@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..compiler import compile_spec, with_family
@@ -12,6 +11,7 @@ from ..errors import Diagnostic, SchedError, SourceFile, Span, decode_source, re
 from ..simulate import simulate
 from ..lang.spec import FAMILIES, SEARCHES, PipelineSpec, check_program
 from ..lang.syntax import parse_program
+from ..lang.writer import write_whole
 
 
 class UsageError(Exception):
@@ -86,33 +86,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, renamed over `path` once
-    complete: a failure (full disk, no permission) leaves any existing file as it was. An OSError
-    becomes one `UsageError` line naming the path and the cause."""
-    temp = None
+    """`write_whole` (a failure leaves any existing file as it was), an OSError turned into one
+    `UsageError` line naming the path and the cause."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, _mode_for(path))
-        os.replace(temp, path)
+        write_whole(path, data)
     except OSError as exc:
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
         raise UsageError(f"cannot write '{path}': {exc.strerror or exc}") from None
-
-
-def _mode_for(path: Path) -> int:
-    """The existing file's permissions, else what a plain `open(path, "w")` would give."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:

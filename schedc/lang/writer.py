@@ -1,10 +1,16 @@
-"""Write a spec (and optionally an order) back as .sched text that parses to the same spec.
+"""Write a spec (and optionally an order) back as .sched text that parses to the same spec, and
+write any file whole (`write_whole`, the one way schedc replaces a file: the commands' outputs, the
+torch backend's traces).
 
 `format_pipeline(spec, rows)` is how a compiled plan becomes a hand-written order: every setting
 is written out explicitly, so the text means the same whatever the defaults become.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 from ..ir import Instr, Plan, format_plan_text
 from .spec import PipelineSpec, StageCost
@@ -76,3 +82,34 @@ def replace_cost_block(text: str, pipeline, block: str) -> str:
     before = text[:end].rstrip(" \t")
     separator = "" if before.endswith("\n") else "\n"
     return before + separator + indented + "\n" + text[end:]
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, renamed over `path` once
+    complete (with the existing file's permissions, else a plain new file's): a failure (full disk,
+    no permission, a killed process) leaves any existing file as it was and no temporary behind.
+    Raises the OSError."""
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, _mode_for(path))
+        os.replace(temp, path)
+    except BaseException:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def _mode_for(path: Path) -> int:
+    """The existing file's permissions, else what a plain `open(path, "w")` would give."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
