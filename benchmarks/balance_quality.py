@@ -8,7 +8,7 @@ random order) and log-normal (sigma), at several skews, scaled to 100k tokens a 
 For each size and skew: mean balancedness over layers (mean GPU load / max GPU load) with one
 replica per expert and no redundancy, with "eplb", with "best", and at the lower bound; the worst
 layer's gap to the bound. Times are medians per call of `rebalance_experts` (DeepSeek's entry
-point: weights in, the three arrays out). The anchor is schedc.balance.reference, a
+point: weights in, the three arrays out). The anchor is schedc.experts.reference, a
 loop-based torch version written for this repository that stands in for DeepSeek's code (not
 installable here) and follows its algorithm step by step; the issue quotes DeepSeek's own code at
 ~0.3 s (32 GPUs) and ~1.9 s (144 GPUs) on this machine. Migration: loads drift a little (x a
@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from schedc.balance import plan_experts, rebalance_experts
-from schedc.balance.plan import has_duplicates
+from schedc.experts import plan_experts, rebalance_experts
+from schedc.experts.planner import has_duplicates
 
 SIZES = [  # name, layers, experts, replicas, groups, nodes, gpus
     ("V3, 32 GPUs, 4 nodes", 58, 256, 288, 8, 4, 32),
@@ -95,7 +95,7 @@ def quality(skews, sizes) -> None:
 
 def speed(rounds: int, with_144_anchor: bool) -> None:
     import torch  # noqa: F401  (imported before timing: the anchor imports it lazily)
-    from schedc.balance.reference import reference_rebalance
+    from schedc.experts.reference import reference_rebalance
     print("## Time per call (median of %d; the anchor stands in for DeepSeek's code, see above)\n" % rounds)
     print("| size | anchor (torch loops) | eplb (numpy) | best | anchor / eplb | anchor / best | "
           "DeepSeek quoted | quoted / best |")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from schedc.balance.partition_problem import PartitionProblem, family_spec
-from schedc.balance.partition_report import build_report
 from schedc.lang.layers import Devices, Layer, LayerModel
+from schedc.partition.compare import build_report
+from schedc.partition.problem import PartitionProblem, family_spec
 
 
 def public_model() -> LayerModel:

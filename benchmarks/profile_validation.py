@@ -9,8 +9,8 @@ measured step with the simulated one.
 Model: examples/models/wide_mlp.py (8 Linear-GELU layers of 512, 512 rows, float32), big enough
 that compute dominates on CPU; 1f1b and zb-h1 cut it into 2 stages, dualpipev into 4.
 The profile times each stage beside a process computing as the other rank does (the default on
-CPU; see backends/torch/companions.py), then calibrates with `--calibrate` (6) traced steps of
-the plan (backends/torch/calibrate.py; `--calibrate 0` for the isolated timings alone).
+CPU; see backends/torch/profile/contention.py), then calibrates with `--calibrate` (6) traced steps of
+the plan (backends/torch/profile/calibrate.py; `--calibrate 0` for the isolated timings alone).
 Target (issue 13): measured and predicted step within 20% for each family, on an idle machine.
 The measured step is what `--trace` prints: of `--steps` (5), the median of the steps after the
 first, which warms up. Before each family (and each profile of `--agreement`) the script waits
@@ -64,10 +64,10 @@ MEASURED = re.compile(r"measured step ([\d.]+) ms; predicted step ([\d.e+]+)")
 
 def replayed(profiled: Path, trace: Path) -> float:
     """The simulated step with each op's cost from the measured trace, as `--calibrate` takes it
-    from its own run (backends/torch/calibrate.py; comm from the profile)."""
+    from its own run (backends/torch/profile/calibrate.py; comm from the profile)."""
     import schedc
-    from schedc.backends.torch.calibrate import calibrated_rows, run_durations, run_sends
-    from schedc.backends.torch.costblock import charge_sends, cross_rank_sends
+    from schedc.backends.torch.profile.calibrate import calibrated_rows, run_durations, run_sends
+    from schedc.backends.torch.profile.costblock import charge_sends, cross_rank_sends
 
     [spec] = schedc.load(profiled)
     run = run_durations(json.loads(trace.read_text()))

@@ -30,7 +30,7 @@ from schedc.compiler import compile_spec
 from schedc.errors import SchedError
 from schedc.lang.spec import FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec, StageCost
 from schedc.search.bound import lower_bound
-from schedc.search.local import search_order
+from schedc.search.local_search import search_order
 from schedc.simulate import simulate
 
 COSTS = {"uniform": (1, 2, 1), "zb": (2, 4, 1), "uneven": (2, 4, 1)}

@@ -5,6 +5,9 @@
     compiled = schedc.compile(spec)                    # verified per-rank instruction lists
     print(compiled.plan)                               # the text form, one line per rank
     timeline = schedc.simulate(compiled)               # makespan, bubble, per-rank figures
+
+May import: errors, ir, lang, compiler, simulate, partition
+Libraries at module level: none
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def parse(text: str, file: str = "<input>") -> list[PipelineSpec]:
     specs = check_program(parse_program(text, file))
     if not any(s.layers is not None for s in specs):
         return specs
-    from .balance.partition_stages import resolve_stages  # only pipelines with layers need it
+    from .partition.auto_stages import resolve_stages  # only pipelines with layers need it
 
     return [resolve_stages(s) for s in specs]
 

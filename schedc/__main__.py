@@ -1,4 +1,8 @@
-"""`python -m schedc ...` runs the command line."""
+"""`python -m schedc ...` runs the command line.
+
+May import: cli
+Libraries at module level: none
+"""
 
 import sys
 

@@ -3,6 +3,9 @@
 Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch. Edges are
 the data dependencies of docs/schedules.md ("Model"); `Dag.is_cross_rank` tells a point-to-point
 transfer (producer and consumer on different ranks) from a local hand-over.
+
+May import: errors, ir, lang
+Libraries at module level: networkx
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Every user-facing error in schedc is a `Diagnostic` with a `Span`; a `SchedError` carries one or
 more of them. Rendering needs the source text, which a `SourceFile` keeps.
+
+May import: nothing
+Libraries at module level: none
 """
 
 from __future__ import annotations

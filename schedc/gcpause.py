@@ -3,6 +3,9 @@
 The passes allocate millions of small tuples, and each allocation burst triggers collections that
 scan every live object (a torch process has many); nothing they build holds a reference cycle,
 so reference counting frees it all and the collector has nothing to find.
+
+May import: nothing
+Libraries at module level: none
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Invariants:
   the second direction of a bidirectional pipeline, printed as a trailing `r` (`F0.3r`).
 - Microbatch numbers count per direction: in a bidirectional pipeline with N microbatches, each
   direction runs microbatches 0..N/2-1 (direction 1's microbatch j is the global microbatch N/2+j).
+
+May import: errors
+Libraries at module level: none
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ another rank. Costs: F, B (full backward), I = B - W, W; an OVERLAP of F (stage 
 (stage b) costs F(a) + B(b) - min(gain(a), gain(b)), where gain(s) = F(s) + B(s) - F&B(s), so with
 one F&B for all stages it costs exactly F&B. Communication instructions take no rank time: their
 cost is the transfer delay on the edge.
+
+May import: errors, ir, dag, gcpause, lang, check
+Libraries at module level: none
 """
 
 from __future__ import annotations

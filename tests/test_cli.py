@@ -122,7 +122,7 @@ def test_an_existing_sched_output_is_kept_unless_forced(tmp_path, capsys):
 def test_a_failed_run_ends_in_one_line_not_torchrun_s_traceback():
     import io
 
-    from schedc.cli.run import filter_launcher_traceback
+    from schedc.backends.torch.launch import filter_launcher_traceback
     rank_traceback = ["Traceback (most recent call last):\n", '  File "model.py", line 3\n',
                       "ModuleNotFoundError: No module named 'apex'\n"]
     lines = (["schedc: error: rank 1, instruction 1 (F1.0): boom\n"] + rank_traceback

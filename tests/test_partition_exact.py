@@ -4,9 +4,8 @@ import random
 
 import pytest
 
-from schedc.balance.partition_anchors import (deepspeed_balanced, megatron_flag_bounds,
-                                              torchtitan_bounds, uniform_bounds)
-from schedc.balance.partition_exact import minmax_split
+from schedc.partition.anchors import deepspeed_balanced, megatron_flag_bounds, torchtitan_bounds, uniform_bounds
+from schedc.partition.minmax import minmax_split
 from partition_helpers import all_bounds, public_model
 
 

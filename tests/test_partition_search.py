@@ -5,11 +5,10 @@ import random
 
 import pytest
 
-from schedc.balance.partition_problem import (PartitionProblem, family_spec, rank_params,
-                                              split_spec)
-from schedc.balance.partition_search import Evaluator, _Search, choose_split
 from schedc.errors import SchedError
 from schedc.lang.layers import Devices
+from schedc.partition.best_split import Evaluator, SplitSearch, choose_split
+from schedc.partition.problem import PartitionProblem, family_spec, rank_params, split_spec
 from schedc.simulate import simulate
 from partition_helpers import all_bounds, model_of
 
@@ -65,7 +64,7 @@ def test_every_lower_bound_the_search_uses_holds_on_every_split(family):
     problem = _problem(family, [rng.choice([1, 2, 3, 5]) for _ in range(layers)], ranks=ranks,
                        microbatches=8, speeds=speeds)
     ev = Evaluator(problem)
-    search = _Search(problem, ev, budget=10)
+    search = SplitSearch(problem, ev, budget=10)
     for bounds in all_bounds(layers, problem.num_stages):
         makespan = ev.evaluate(bounds).makespan
         assert max(search.bounds_along(bounds)) <= makespan + 1e-9, bounds

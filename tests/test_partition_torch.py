@@ -11,7 +11,9 @@ from schedc.cli import main
 
 torch = pytest.importorskip("torch")
 
-from schedc.backends.torch.__main__ import load_model  # noqa: E402
+pytestmark = pytest.mark.torchrun  # the torch backend: slow; skip locally with -m 'not torchrun'
+
+from schedc.backends.torch.model_file import load_model  # noqa: E402
 from schedc.backends.torch.layers import stage_builder  # noqa: E402
 from test_torch_backend import launch  # noqa: E402
 
@@ -64,8 +66,8 @@ def test_profiled_layers_are_a_description_the_partitioner_reads():
     """`schedc run --profile` on a build_layers() model writes the JSON layer description."""
     import json
 
-    from schedc.backends.torch.layers import profile_layers
-    from schedc.balance.layers_json import read_layers_json
+    from schedc.backends.torch.profile.layer_costs import profile_layers
+    from schedc.partition.layers_json import read_layers_json
 
     model = load_model(str(MODEL))
     rows = profile_layers(model, torch.float64, repeats=2)

@@ -6,10 +6,10 @@ import random
 import pytest
 
 import schedc
-from schedc.balance.partition_problem import PartitionProblem, family_spec, stage_activations, stage_costs
-from schedc.balance.partition_write import (deepspeed_parts, format_cost_block, format_megatron_layout,
-                                            parse_megatron_layout, stage_letters, torchtitan_stages)
 from schedc.lang.layers import Devices
+from schedc.partition.formats import (deepspeed_parts, format_cost_block, format_megatron_layout,
+                                      parse_megatron_layout, stage_letters, torchtitan_stages)
+from schedc.partition.problem import PartitionProblem, family_spec, stage_activations, stage_costs
 from partition_helpers import all_bounds, public_model
 
 

@@ -15,8 +15,8 @@ from schedc.compiler import compile_spec, with_family
 from schedc.errors import SchedError
 from schedc.search.bound import lower_bound, smallest_limit
 from schedc.search.evaluate import evaluate_rows
-from schedc.search.listsched import MODES, list_schedule
-from schedc.search.local import family_seeds, to_instrs, to_plan_rows
+from schedc.search.list_scheduler import MODES, list_schedule
+from schedc.search.local_search import family_seeds, to_instrs, to_plan_rows
 from schedc.search.problem import build_problem
 from schedc.simulate import simulate
 from schedc.lang.spec import FAMILIES, FAMILY_PLACEMENT, PipelineSpec, StageCost

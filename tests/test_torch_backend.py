@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.torchrun  # the torch backend: slow; skip locally with -m 'not torchrun'
+
 ROOT = Path(__file__).parent.parent
 MLP = str(ROOT / "examples" / "models" / "mlp.py")
 FAMILIES = {  # small sizes: the test spawns one process per rank on a 2-core machine
@@ -177,8 +179,8 @@ def run_on_one_rank(tmp_path, family, prepare=lambda runner: None):
 
     import schedc
     from schedc.backends.torch import runner as runner_module
-    from schedc.backends.torch.__main__ import load_model
-    from schedc.backends.torch.check import reference_run
+    from schedc.backends.torch.equivalence import reference_run
+    from schedc.backends.torch.model_file import load_model
     model = load_model(str(ROOT / "examples" / "models" / "transformer.py"))
     [spec] = schedc.parse(f"pipeline one {{ ranks = 1 microbatches = 3 schedule = {family} }}", "one.sched")
     compiled = schedc.compile(spec)
@@ -347,7 +349,7 @@ def test_devices_and_process_groups_are_picked_or_refused_with_a_way_out(monkeyp
 def test_schedc_run_refuses_devices_it_cannot_use_before_starting_torchrun(monkeypatch):
     import torch
 
-    from schedc.cli.run import device_problem
+    from schedc.backends.torch.launch import device_problem
     assert device_problem(4, "cpu", None) is None
     assert "NCCL runs on GPUs only" in device_problem(4, "cpu", "nccl")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -8,9 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+pytestmark = pytest.mark.torchrun  # the torch backend: slow; skip locally with -m 'not torchrun'
+
 import schedc  # noqa: E402
-from schedc.backends.torch.costblock import cost_rows, format_cost_block  # noqa: E402
-from schedc.backends.torch.profiler import Timing, profile_stages, sanity_warnings, time_op  # noqa: E402
+from schedc.backends.torch.profile.costblock import cost_rows, format_cost_block  # noqa: E402
+from schedc.backends.torch.profile.stage_times import Timing, profile_stages, sanity_warnings, time_op  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 MLP = str(ROOT / "examples" / "models" / "mlp.py")
@@ -88,7 +90,7 @@ def test_profile_gives_back_the_known_times_of_each_op():
 
 
 def test_sanity_warnings_name_the_stage_and_the_block_stays_valid():
-    from schedc.backends.torch.profiler import StageProfile
+    from schedc.backends.torch.profile.stage_times import StageProfile
     t = lambda ms: Timing(ms, 0.0, 5)  # noqa: E731
     bad = StageProfile(1, {"F": t(1), "B": t(2), "I": t(0), "W": t(3), "F&B": t(4)})
     warnings = sanity_warnings([bad])
@@ -103,7 +105,7 @@ def test_sanity_warnings_name_the_stage_and_the_block_stays_valid():
 
 
 def test_comm_is_measured_between_two_processes():
-    from schedc.backends.torch.commprobe import comm_from_bandwidth, measure_comm
+    from schedc.backends.torch.profile.comm import comm_from_bandwidth, measure_comm
     transfers = measure_comm([4096, 4 << 20, 0])
     small, large, none = transfers.comm
     assert 0 < small < large and none == 0
@@ -161,7 +163,7 @@ def test_replace_cost_block_keeps_everything_else_as_written():
 def test_cpu_profiles_run_beside_companions_computing_as_the_other_ranks(capsys):
     import multiprocessing
 
-    from schedc.backends.torch.companions import companions
+    from schedc.backends.torch.profile.contention import companions
     from schedc.cli import main
     with companions(MLP, 2, "float64", 2):
         assert len(multiprocessing.active_children()) == 2  # both loaded the model and compute
@@ -176,11 +178,11 @@ def test_comm_on_one_gpu_is_measured_through_host_memory(monkeypatch):
     """NCCL needs a GPU per process: with one GPU the profile measures over gloo and says so."""
     import argparse
 
-    from schedc.backends.torch import commprobe
-    from schedc.cli.run import _measured_comm
+    from schedc.backends.torch.profile import comm
+    from schedc.backends.torch.profile.driver import measured_comm
     calls = []
-    monkeypatch.setattr(commprobe, "measure_comm", lambda sizes, backend, where: calls.append((backend, where)) or
-                        commprobe.Transfers([1.0] * len(sizes), [0.1] * len(sizes)))
+    monkeypatch.setattr(comm, "measure_comm", lambda sizes, backend, where: calls.append((backend, where)) or
+                        comm.Transfers([1.0] * len(sizes), [0.1] * len(sizes)))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    transfers, how = _measured_comm([8, 0], argparse.Namespace(comm=None), torch.device("cuda"))
+    transfers, how = measured_comm([8, 0], argparse.Namespace(comm=None), torch.device("cuda"))
     assert transfers.comm == [1.0, 1.0] and calls == [("gloo", "cpu")] and how == "measured between two processes over gloo (host memory)"

@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.torchrun  # the torch backend: slow; skip locally with -m 'not torchrun'
+
 from test_torch_backend import MLP, ROOT, launch, sched  # noqa: E402
 
 

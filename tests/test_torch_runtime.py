@@ -16,7 +16,7 @@ from helpers import make_spec, run
 
 torch = pytest.importorskip("torch")
 supported, why = torch_runtime_supported()
-pytestmark = pytest.mark.skipif(not supported, reason=why)
+pytestmark = [pytest.mark.torchrun, pytest.mark.skipif(not supported, reason=why)]
 
 sys.path.insert(0, str(Path(__file__).parent))
 import torch_runtime_worker as worker  # noqa: E402

@@ -5,14 +5,28 @@
     losses = runner.step(inputs, targets)                               # one training step
 
 `schedc-rank FILE --model MODEL.py` (`python -m schedc.backends.torch`) is the per-rank program
-that `schedc run` starts under torchrun. compute.py holds a stage's compute, which the runner
-executes and profiler.py times (commprobe.py the transfers, costblock.py the cost block made from
-both, calibrate.py the block recalibrated from a traced run); check.py is `--check`, watch.py the store heartbeat and watchdog, measure.py the measured
-trace.
+that `schedc run` starts under torchrun. The modules:
+- __main__.py: the rank program (compile, agree on the plan, build the stages, train, --trace, --check);
+- runner.py: `PipelineRunner`, which executes one rank's instruction list;
+- compute.py: a stage's compute (forward, backward, the I/W split, an overlapped pair), which the
+  runner executes and the profiler times;
+- transfers.py: the plan digest, which sends a peer has certainly received, storage give-back;
+- layers.py: stage modules from a model file's `build_stages`, or its `build_layers` by the split;
+- model_file.py: `load_model`, the user's model file as a module;
+- equivalence.py: `--check`, the pipelined run against a single-process one of the same model;
+- measure.py: the measured trace of a run, and the measured step against the simulated one;
+- watch.py: the store heartbeat and the watchdog that names a stuck peer;
+- options.py: the per-rank options `schedc run` shares and hands on to the ranks;
+- launch.py: how `schedc run` starts the ranks under torchrun, and checks the devices first;
+- expert_loads.py: tokens per expert counted from a MoE router (for expert placement);
+- profile/: `schedc run --profile` (stage and transfer timings, the cost block, its calibration).
 
-May import everything in schedc below cli/, and torch. Must not import cli/. options.py (the
-per-rank options `schedc run` shares) imports neither torch nor the runner, so importing this
-package loads the runner (and torch) only when `PipelineRunner` or `plan_digest` is first used.
+Must not import cli/. options.py and launch.py (which the command line imports) import neither
+torch nor the runner, so importing this package loads the runner (and torch) only when
+`PipelineRunner` or `plan_digest` is first used.
+
+May import: errors, ir, lang, simulate, compiler, partition
+Libraries at module level: torch
 """
 
 __all__ = ["PipelineRunner", "plan_digest"]

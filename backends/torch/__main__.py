@@ -4,7 +4,7 @@
 Every rank compiles the same file, checks that all ranks hold the same plan (hash), builds its
 stages from the model file, trains for the steps (forward, backward, optimizer step), and with
 `--check` compares its losses, gradients and parameters with a single-process run of the same
-model on the same microbatches (check.py). A failing rank prints which rank, which instruction
+model on the same microbatches (equivalence.py). A failing rank prints which rank, which instruction
 and why, and exits non-zero; its peers' transfers then fail and they exit too, naming a peer that
 is stuck (bounded by --timeout; watch.py).
 """
@@ -12,7 +12,6 @@ is stuck (bounded by --timeout; watch.py).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from datetime import timedelta
@@ -24,26 +23,13 @@ from ...compiler import compile_spec
 from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
-from .check import TOLERANCE, batch, compare, make_optimizer, reference_run
+from .equivalence import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .layers import stage_builder
+from .model_file import load_model
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
 from .watch import Watchdog, stuck_peers
-
-def load_model(path: str):
-    """The user's model file as a module (build_stages or build_layers, loss_fn, make_batch)."""
-    spec = importlib.util.spec_from_file_location("schedc_user_model", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"schedc: error: cannot load the model file '{path}'")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    missing = [n for n in ("loss_fn", "make_batch") if not hasattr(module, n)]
-    if not hasattr(module, "build_stages") and not hasattr(module, "build_layers"):
-        missing.insert(0, "build_stages (or build_layers)")
-    if missing:
-        raise SystemExit(f"schedc: error: the model file '{path}' does not define {', '.join(missing)}")
-    return module
 
 
 def compile_file(path: str, pipeline: str | None):
@@ -52,7 +38,7 @@ def compile_file(path: str, pipeline: str | None):
         specs = [check_pipeline(p) for p in parse_program(text, path).pipelines]
         spec = next(s for s in specs if pipeline in (None, s.name))
         if spec.layers is not None:  # stages = auto: every rank chooses the same split
-            from ...balance.partition_stages import resolve_stages
+            from ...partition.auto_stages import resolve_stages
             spec = resolve_stages(spec)
         return compile_spec(spec)
     except SchedError as error:

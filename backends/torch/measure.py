@@ -1,6 +1,6 @@
 """What really ran: merge each rank's instruction timings (every step) into a Chrome trace and
 compare the measured step with the simulated one (the profile that feeds the simulator is
-profiler.py).
+profile/stage_times.py).
 
 The measured step is `typical_step`: the median over the steps after the first (the first loads
 kernels and allocates, so it warms up); with one step, that step. One step alone is noisy on a

@@ -1,6 +1,7 @@
 """The options of one rank (`python -m schedc.backends.torch`), which `schedc run` takes too and
-hands on to every rank: declared once, here. This module does not import torch, so the command line
-can build its parser without it.
+hands on to every rank: declared once, here (`add_rank_options`), and turned back into a rank's
+arguments (`rank_arguments`). This module does not import torch, so the command line can build its
+parser without it.
 """
 
 from __future__ import annotations
@@ -70,3 +71,15 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
 def add_rank_options(parser: argparse.ArgumentParser) -> None:
     for flag, options in RANK_OPTIONS:
         parser.add_argument(flag, **options)
+
+
+def rank_arguments(args: argparse.Namespace) -> list[str]:
+    """`args`' values of RANK_OPTIONS as command-line arguments for a rank."""
+    argv: list[str] = []
+    for flag, options in RANK_OPTIONS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if options.get("action") == "store_true":
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from schedc.backends.torch.expert_loads import ExpertLoadCounter, tokens_per_gpu
-from schedc.balance import plan_experts
+from schedc.experts import plan_experts
 
 WIDTH, TOP_K, TOKENS = 32, 2, 256
 

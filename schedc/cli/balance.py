@@ -1,13 +1,14 @@
-"""`schedc balance`: replicate and place MoE experts on GPUs (EPLB). The work is in
-`schedc.balance.command`; this module parses the arguments and writes the files (numpy and scipy
-are imported only when the command runs, so the parser builds without the balance extra)."""
+"""`schedc balance`: replicate and place MoE experts on GPUs (EPLB, schedc.experts). The work and
+the report are in cli/balance_report.py; this module parses the arguments and writes the files
+(numpy and scipy are imported only when the command runs, so the parser builds without the
+balance extra)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 
-from .common import _write
+from .common import write_output
 
 NEEDS = "this command needs numpy and scipy: pip install 'schedc[balance]'"
 
@@ -55,7 +56,7 @@ def cmd_balance(args) -> int:
         return 1
     import json
 
-    from ..balance.command import BalanceRequest, picture_series, run_balance
+    from .balance_report import BalanceRequest, picture_series, run_balance
     request = BalanceRequest(args.file, args.replicas, args.gpus, args.nodes, args.groups, args.policy,
                              args.hierarchical, args.allow_duplicates, args.previous, args.max_moves,
                              args.speeds)
@@ -63,13 +64,13 @@ def cmd_balance(args) -> int:
     sys.stdout.write(result.report)
     inputs = [args.file] + ([args.previous] if args.previous else [])
     if args.output:
-        _write(json.dumps(result.placement) + "\n", args.output, inputs)
+        write_output(json.dumps(result.placement) + "\n", args.output, inputs)
     if args.svg or args.png:
         from ..viz.experts import render_expert_loads_svg
         svg = render_expert_loads_svg(*picture_series(result))
         if args.svg:
-            _write(svg, args.svg, inputs)
+            write_output(svg, args.svg, inputs)
         if args.png:
             from ..viz.png import svg_to_png
-            _write(svg_to_png(svg), args.png, inputs)
+            write_output(svg_to_png(svg), args.png, inputs)
     return 0

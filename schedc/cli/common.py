@@ -28,7 +28,7 @@ def read_input(path: str) -> str:
     return decode_source(data, path)
 
 
-def _load(path: str, resolve: bool = True) -> tuple[SourceFile, list[PipelineSpec]]:
+def load_specs(path: str, resolve: bool = True) -> tuple[SourceFile, list[PipelineSpec]]:
     """The file's checked pipelines; with `resolve`, `stages = auto` ones get their chosen split."""
     text = read_input(path)
     source = SourceFile(path, text)
@@ -45,7 +45,7 @@ def _load(path: str, resolve: bool = True) -> tuple[SourceFile, list[PipelineSpe
     return source, specs
 
 
-def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[PipelineSpec]:
+def select_pipelines(specs: list[PipelineSpec], name: str | None, single: bool) -> list[PipelineSpec]:
     if name is not None:
         chosen = [s for s in specs if s.name == name]
         if not chosen:
@@ -58,7 +58,7 @@ def _select(specs: list[PipelineSpec], name: str | None, single: bool) -> list[P
     return specs
 
 
-def _write(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
+def write_output(data: str | bytes, output: str | None, inputs: list[str], force: bool = False) -> None:
     """Write to `output` (the user named it) or standard output; never over an input file (by
     identity: a hard link or another spelling of the input is the input), never half-written."""
     if output is None or output == "-":
@@ -94,7 +94,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise UsageError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 
-def _output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
+def output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
     """The format from --format, else from -o's extension; refuses others with the list."""
     fmt = given or (Path(output).suffix.lstrip(".").lower() if output else allowed[0])
     if fmt not in allowed:
@@ -103,7 +103,7 @@ def _output_format(output: str | None, given: str | None, allowed: tuple[str, ..
     return fmt
 
 
-def _families(text: str) -> list[str]:
+def parse_families(text: str) -> list[str]:
     families = [f.strip() for f in text.split(",") if f.strip()]
     known = FAMILIES + SEARCHES
     unknown = [f for f in families if f not in known]
@@ -117,7 +117,7 @@ def resolve_stages(spec: PipelineSpec) -> PipelineSpec:
     partitioner is imported only when a pipeline has layers)."""
     if spec.layers is None:
         return spec
-    from ..balance.partition_stages import resolve_stages as choose
+    from ..partition.auto_stages import resolve_stages as choose
 
     return choose(spec)
 
@@ -128,7 +128,7 @@ def family_of(spec: PipelineSpec, family: str) -> PipelineSpec:
     return resolve_stages(with_family(spec, family))
 
 
-def _compiled_timeline(spec: PipelineSpec):
+def compiled_timeline(spec: PipelineSpec):
     compiled = compile_spec(spec)
     return compiled, simulate(compiled.spec, compiled.dag, compiled.plan)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..compiler import compile_spec
 from ..errors import SchedError
-from .common import (UsageError, _compiled_timeline, _families, _load, _output_format, _select, _write,
+from .common import (UsageError, compiled_timeline, parse_families, load_specs, output_format, select_pipelines, write_output,
                      family_of)
 
 
@@ -22,17 +22,17 @@ def cmd_viz(args) -> int:
                          "the picture from the makespan)")
     if not args.scale > 0:
         raise UsageError(f"--scale must be a positive factor, got {args.scale:g}")
-    fmt = _output_format(args.output, args.format, ("svg", "png"), "a timeline")
-    _source, specs = _load(args.file)
-    [spec] = _select(specs, args.pipeline, single=True)
+    fmt = output_format(args.output, args.format, ("svg", "png"), "a timeline")
+    _source, specs = load_specs(args.file)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
     notes: tuple[str, ...] = ()
     if args.compare:
-        panels, notes = _compare_panels(spec, _families(args.compare))
+        panels, notes = _compare_panels(spec, parse_families(args.compare))
     else:
-        compiled, timeline = _compiled_timeline(spec)
+        compiled, timeline = compiled_timeline(spec)
         panels = [Panel(compiled.spec, timeline)]
     svg = render_timeline_svg(panels, width=args.width, notes=notes)
-    _write(svg if fmt == "svg" else svg_to_png(svg, args.scale), args.output, [args.file])
+    write_output(svg if fmt == "svg" else svg_to_png(svg, args.scale), args.output, [args.file])
     return 0
 
 
@@ -44,7 +44,7 @@ def _compare_panels(spec, families: list[str]):
     panels, notes = [], []
     for family in families:
         try:
-            compiled, timeline = _compiled_timeline(family_of(spec, family))
+            compiled, timeline = compiled_timeline(family_of(spec, family))
         except SchedError as error:
             notes.append(f"{family} skipped: {error.diagnostics[0].message}")
             print(f"schedc: note: {notes[-1]}", file=sys.stderr)
@@ -58,12 +58,12 @@ def _compare_panels(spec, families: list[str]):
 def cmd_trace(args) -> int:
     from ..viz.trace import build_trace
 
-    _output_format(args.output, None, ("json",), "a Chrome trace")
-    _source, specs = _load(args.file)
-    [spec] = _select(specs, args.pipeline, single=True)
-    compiled, timeline = _compiled_timeline(spec)
+    output_format(args.output, None, ("json",), "a Chrome trace")
+    _source, specs = load_specs(args.file)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
+    compiled, timeline = compiled_timeline(spec)
     trace = build_trace(compiled.spec, compiled.plan, timeline)
-    _write(json.dumps(trace) + "\n", args.output, [args.file])
+    write_output(json.dumps(trace) + "\n", args.output, [args.file])
     return 0
 
 
@@ -82,24 +82,24 @@ def _window(text: str | None, what: str) -> set[int] | None:
 
 
 def cmd_dag(args) -> int:
-    from ..viz.dagviz import DotMissing, build_dot, render_dot
+    from ..viz.dag_picture import DotMissing, build_dot, render_dot
 
-    fmt = _output_format(args.output, None, ("svg", "png", "pdf", "dot"), "the DAG")
-    _source, specs = _load(args.file)
-    [spec] = _select(specs, args.pipeline, single=True)
+    fmt = output_format(args.output, None, ("svg", "png", "pdf", "dot"), "the DAG")
+    _source, specs = load_specs(args.file)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
     dag = compile_spec(spec).dag
     dot = build_dot(dag, _window(args.ranks, "ranks"), _window(args.microbatches, "microbatches"))
     if fmt == "dot":
-        _write(dot.source, args.output, [args.file])
+        write_output(dot.source, args.output, [args.file])
         return 0
     try:
-        _write(render_dot(dot, fmt), args.output, [args.file])
+        write_output(render_dot(dot, fmt), args.output, [args.file])
     except DotMissing as error:
         fallback = str(Path(args.output).with_suffix(".dot"))
         if Path(fallback).exists():
             raise UsageError(f"{error.diagnostics[0].message}; and '{fallback}' exists, so the .dot "
                              "source was not written either") from None
-        _write(dot.source, fallback, [args.file])
+        write_output(dot.source, fallback, [args.file])
         print(f"schedc: error: {error.diagnostics[0].message}; wrote the .dot source to {fallback} "
               "instead", file=sys.stderr)
         return 1

@@ -12,17 +12,17 @@ from ..errors import SchedError, SourceFile
 from ..backends.torch.options import positive_int
 from ..lang.values import MAX_NUMBER, MAX_OPS
 from ..lang.writer import format_pipeline
-from .common import UsageError, _load, _output_format, _select, _write, read_input
+from .common import UsageError, load_specs, output_format, select_pipelines, write_output, read_input
 
 
 def cmd_export(args) -> int:
     from ..interop.torch_csv import write_torch_csv
 
-    _output_format(args.output, None, ("csv",), "a PyTorch schedule")
-    _source, specs = _load(args.file)
-    [spec] = _select(specs, args.pipeline, single=True)
+    output_format(args.output, None, ("csv",), "a PyTorch schedule")
+    _source, specs = load_specs(args.file)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
     compiled = compile_spec(spec)
-    _write(write_torch_csv(compiled.spec, compiled.plan, args.with_comms), args.output, [args.file])
+    write_output(write_torch_csv(compiled.spec, compiled.plan, args.with_comms), args.output, [args.file])
     return 0
 
 
@@ -48,7 +48,7 @@ def cmd_import(args) -> int:
     rows = tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks)
     text = (f"# imported from {args.file} (PyTorch schedule CSV, placement {args.placement}); "
             "set the costs below to your model's\n" + format_pipeline(compiled.spec, rows))
-    _write(text, args.output, [args.file], force=args.force)
+    write_output(text, args.output, [args.file], force=args.force)
     return 0
 
 

@@ -6,7 +6,8 @@
     schedc partition model.sched --ranks 7  # re-balance for a changed cluster: what moves
 
 It prints the chosen split beside the anchors' and writes it in Megatron's, DeepSpeed's,
-torchtitan's and the .sched file's forms.
+torchtitan's and the .sched file's forms (the table and the JSON are written here; the work is
+schedc.partition's).
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..backends.torch.options import positive_int
-from ..balance.layers_json import read_layers_json
-from ..balance.partition_problem import PartitionProblem, family_spec
-from ..balance.partition_report import (build_report, format_moves, format_report, moves_json,
-                                        report_json)
-from ..balance.partition_search import DEFAULT_BUDGET
-from ..balance.partition_stages import problem_of_spec
 from ..errors import SchedError, SourceFile
 from ..lang.layers import Devices
 from ..lang.spec import FAMILIES
-from .common import UsageError, _compiled_timeline, _load, _output_format, _select, _write
+from ..partition.auto_stages import problem_of_spec
+from ..partition.best_split import DEFAULT_BUDGET
+from ..partition.compare import Report, build_report, moved_layers
+from ..partition.evaluate import Evaluation
+from ..partition.formats import deepspeed_parts, format_cost_block, format_megatron_layout, torchtitan_stages
+from ..partition.layers_json import read_layers_json
+from ..partition.problem import PartitionProblem, family_spec, split_spec
+from .common import UsageError, compiled_timeline, load_specs, output_format, select_pipelines, write_output
 
 
 def _read_json(path: str):
@@ -79,8 +81,8 @@ def _json_problem(args, ranks: int, speeds: str | None) -> PartitionProblem:
 def _sched_problem(args, ranks: int | None, speeds: str | None) -> PartitionProblem:
     """The file's problem, with what the command line changes (ranks, microbatches, family,
     speeds, limit, pins)."""
-    _source, specs = _load(args.file, resolve=False)
-    [spec] = _select(specs, args.pipeline, single=True)
+    _source, specs = load_specs(args.file, resolve=False)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
     problem = problem_of_spec(spec)
     if ranks is not None or args.microbatches or args.schedule or args.chunks:
         family = args.schedule or spec.schedule
@@ -137,23 +139,101 @@ def cmd_partition(args) -> int:
 
 def _draw(report, output: str, width: int | None) -> None:
     """The uniform split and the chosen one, simulated, on one time axis (SVG or PNG)."""
-    from ..balance.partition_problem import split_spec
-    from ..balance.partition_write import format_megatron_layout
     from ..viz.png import svg_to_png
     from ..viz.timeline import Panel, render_timeline_svg
 
-    fmt = _output_format(output, None, ("svg", "png"), "a timeline")
+    fmt = output_format(output, None, ("svg", "png"), "a timeline")
     problem, panels = report.problem, []
     for row in (report.rows[1], report.rows[0]):  # before (uniform), after (chosen)
         if row.result is None:
             continue
         layout = format_megatron_layout(problem.model, row.result.bounds)
         spec = replace(split_spec(problem, row.result.bounds), name=f"{row.name} {layout}")
-        compiled, timeline = _compiled_timeline(spec)
+        compiled, timeline = compiled_timeline(spec)
         panels.append(Panel(compiled.spec, timeline))
     svg = render_timeline_svg(panels, width=width)
-    _write(svg if fmt == "svg" else svg_to_png(svg), output, [report.problem.model.span.file
+    write_output(svg if fmt == "svg" else svg_to_png(svg), output, [report.problem.model.span.file
                                                               if report.problem.model.span else ""])
+
+
+def _memory_text(memory: tuple[float, ...]) -> str:
+    return " ".join(f"{m:g}" for m in memory)
+
+
+def _fits_text(problem: PartitionProblem, result: Evaluation) -> str:
+    return "" if result.fits else "  over the limit"
+
+
+def format_report(report: Report) -> str:
+    """The table `schedc partition` prints: our split beside the anchors', then the chosen split
+    in each framework's form."""
+    problem, choice = report.problem, report.choice
+    spec, best = problem.spec, choice.best
+    speeds = ",".join(f"{s:g}" for s in problem.devices.speeds)
+    limits = {x for x in problem.devices.limits}
+    limit = "none" if limits == {None} else ",".join(f"{x:g}" if x is not None else "-" for x in problem.devices.limits)
+    lines = [f"{len(problem.model)} layers onto {problem.num_stages} stages: {spec.schedule}, {spec.ranks} ranks "
+             f"(speeds {speeds}), {spec.microbatches} microbatches, memory limit {limit}",
+             f"{'split':<28} {'makespan':>9} {'slowest':>8}  {'peak memory per rank':<24} layout"]
+    for row in report.rows:
+        if row.result is None:
+            lines.append(f"{row.name:<28} {'-':>9} {'-':>8}  {row.note}")
+            continue
+        r = row.result
+        lines.append(f"{row.name:<28} {r.makespan:>9g} {r.bottleneck:>8g}  {_memory_text(r.memory):<24} "
+                     f"{format_megatron_layout(problem.model, r.bounds)}{_fits_text(problem, r)}")
+        if row.note:
+            lines.append(f"{'':<28}   ({row.note})")
+    proof = ("optimal: every split that could be faster was simulated" if choice.exact else
+             f"best found; the search stopped at its budget of {choice.evaluated} splits")
+    lines += [f"lower bound on any split's makespan: {choice.lower_bound:g}; {proof} "
+              f"({choice.evaluated} splits simulated)", "",
+              f"Megatron:   --pipeline-model-parallel-layout \"{format_megatron_layout(problem.model, best.bounds)}\"",
+              f"DeepSpeed:  parts = {deepspeed_parts(best.bounds)}", "torchtitan: module_names_per_stage = ["]
+    lines += [f"  {names!r}," for names in torchtitan_stages(problem.model, best.bounds)]
+    lines += ["]", "", "# .sched stage costs of this split", format_cost_block(problem, best.bounds)]
+    return "\n".join(lines)
+
+
+def evaluation_json(problem: PartitionProblem, result: Evaluation) -> dict:
+    """One split's figures and forms, for `--json`."""
+    return {"stages": torchtitan_stages(problem.model, result.bounds), "makespan": result.makespan,
+            "bottleneck": result.bottleneck, "peak_memory": list(result.memory),
+            "layout": format_megatron_layout(problem.model, result.bounds),
+            "parts": deepspeed_parts(result.bounds), "fits": result.fits}
+
+
+def report_json(report: Report) -> dict:
+    """`--json`: the chosen split, the bound, and each anchor's row."""
+    problem, choice = report.problem, report.choice
+    out = evaluation_json(problem, choice.best)
+    out.update({"schedule": problem.spec.schedule, "ranks": problem.spec.ranks,
+                "microbatches": problem.spec.microbatches, "lower_bound": choice.lower_bound,
+                "exact": choice.exact, "evaluated": choice.evaluated, "anchors": []})
+    for row in report.rows[1:]:
+        entry = {"name": row.name, "note": row.note}
+        if row.result is not None:
+            entry.update(evaluation_json(problem, row.result))
+        out["anchors"].append(entry)
+    return out
+
+
+def format_moves(before: Report, after: Report) -> str:
+    """Which layers change rank between two reports on the same layers (a changed cluster)."""
+    model, moved = after.problem.model, moved_layers(before, after)
+    head = (f"before: makespan {before.choice.best.makespan:g} on {before.problem.spec.ranks} ranks "
+            f"({format_megatron_layout(model, before.choice.best.bounds)}); after: makespan "
+            f"{after.choice.best.makespan:g} on {after.problem.spec.ranks} ranks "
+            f"({format_megatron_layout(model, after.choice.best.bounds)})")
+    if not moved:
+        return head + "\nno layer moves"
+    lines = [head, f"{len(moved)} of {len(model)} layers move:"]
+    lines += [f"  {name}: rank {','.join(map(str, a))} -> rank {','.join(map(str, b))}" for name, a, b in moved]
+    return "\n".join(lines)
+
+
+def moves_json(before: Report, after: Report) -> list[dict]:
+    return [{"layer": name, "from": list(a), "to": list(b)} for name, a, b in moved_layers(before, after)]
 
 
 def _memory(text: str) -> float:

@@ -10,7 +10,7 @@ from ..compiler import compile_spec
 from ..errors import Diagnostic, SchedError
 from ..simulate import simulate
 from ..lang.spec import FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec, StageCost
-from .torch_csv import _cells, _parse_action, read_torch_csv
+from .torch_csv import split_cells, parse_action, read_torch_csv
 
 # PyTorch class name, stages per rank, its placement, and schedc's family for the same schedule.
 TORCH_SCHEDULES = (
@@ -78,7 +78,7 @@ def audit(ranks: int, microbatches: int, cost: StageCost) -> list[dict]:
 def _order_as_written(text: str) -> list[list[str]] | None:
     """Each rank's compute ops in a PyTorch CSV, unchecked (for a schedule schedc refuses)."""
     try:
-        return [[str(x) for x in (_parse_action(cell, None) for cell, _col in _cells(line)) if x is not None]
+        return [[str(x) for x in (parse_action(cell, None) for cell, _col in split_cells(line)) if x is not None]
                 for line in text.splitlines() if line.strip()]
     except SchedError:
         return None

@@ -44,7 +44,7 @@ _OVERLAP = re.compile(r"\((.*)\)OVERLAP_F_B")
 _SKIPPED = {"SEND_F", "RECV_F", "SEND_B", "RECV_B", "UNSHARD", "RESHARD", "REDUCE_GRAD"}
 
 
-def _cells(line: str) -> list[tuple[str, int]]:
+def split_cells(line: str) -> list[tuple[str, int]]:
     """(text, 1-based column) of each comma-separated cell; quotes around a cell are removed."""
     cells, col = [], 1
     for raw in line.split(","):
@@ -55,13 +55,13 @@ def _cells(line: str) -> list[tuple[str, int]]:
     return cells
 
 
-def _parse_action(text: str, span: Span) -> Instr | None:
+def parse_action(text: str, span: Span) -> Instr | None:
     """One cell as an `Instr` (direction 0); None for an idle cell or a dropped comm action."""
     if not text:
         return None
     overlap = _OVERLAP.fullmatch(text)
     if overlap:
-        parts = [_parse_action(t.strip(), span) for t in overlap.group(1).split(";")]
+        parts = [parse_action(t.strip(), span) for t in overlap.group(1).split(";")]
         if len(parts) != 2 or parts[0] is None or parts[1] is None or parts[0].kind is not OpKind.F:
             raise SchedError([Diagnostic(f"'{shorten(text)}': an OVERLAP_F_B holds one forward and one "
                                          "backward, as in (0F3;3B1)OVERLAP_F_B", span)])
@@ -97,9 +97,9 @@ def read_torch_csv(text: str, file: str, placement: str, ranks: int | None = Non
     rows, tokens = [], []
     for r, line in enumerate(lines):
         row = []
-        for text_cell, col in _cells(line):
+        for text_cell, col in split_cells(line):
             span = Span(file, r + 1, col, r + 1, col + max(len(text_cell), 1))
-            instr = _parse_action(text_cell, span)
+            instr = parse_action(text_cell, span)
             if instr is not None and len(tokens) >= MAX_OPS:
                 check_op_budget(len(tokens) + 1, span, "this CSV")
             if instr is not None:

@@ -1,12 +1,12 @@
 """A model described as layers, and the devices it runs on: the input of stage partitioning.
 
 `LayerModel` is what both readers build (the `.sched` `layers { }` block here, the JSON file in
-`schedc.balance.layers_json`): a tuple of `Layer`s in model order, every run of identical layers
+`schedc.partition.layers_json`): a tuple of `Layer`s in model order, every run of identical layers
 already expanded (`block * 32` becomes `block.0` .. `block.31`). `Devices` holds one relative
 speed and one memory limit per rank. Both are frozen values; spans are kept for error messages
 and excluded from equality.
 
-This module imports only the ground floor (errors); the language and the balancer both use it.
+This module imports only the ground floor (errors); the language and the partitioner both use it.
 """
 
 from __future__ import annotations

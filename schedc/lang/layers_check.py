@@ -2,7 +2,7 @@
 `LayeredStages`, every error at its place.
 
 With `stages = auto` the stage costs and activations come from the layers: a cost block may set
-only `comm`, a memory block only `limit`. Until the partitioner chooses (schedc.balance, called
+only `comm`, a memory block only `limit`. Until the partitioner chooses (schedc.partition, called
 by `schedc.load` and the command line), the spec carries the costs of the uniform split, so it
 is complete and compiles.
 """

@@ -18,6 +18,9 @@ from lark import Lark, Token, Transformer
 
 from ..errors import Diagnostic, SchedError, Span
 from ..ir import Instr, parse_instr_token
+from .parse_errors import COMMON_MISTAKES, diagnostic_from_lark
+
+__all__ = ["COMMON_MISTAKES", "parse_program", "parse_rank_lines", "load_parser", "bounded_int", "shorten"]
 
 
 MAX_WHOLE = 999_999_999  # the largest rank, stage, microbatch or peer number a file may write
@@ -56,22 +59,45 @@ class Setting:
 
 
 @dataclass(frozen=True, slots=True)
-class StageOverride:
-    """`stage 0, 7 { F = 2 }`: settings that apply to the listed stages only."""
+class ChunkSection:
+    """`F { attention = 4.1  dispatch = 6.7 }` inside a chunk: one side's parts, in written order."""
 
-    stages: tuple[tuple[int, Span], ...]
-    settings: tuple[Setting, ...]
+    side: str
+    side_span: Span
+    parts: tuple[Setting, ...]
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkAST:
+    """A `chunk { ... }` block: its settings (`layers`, `communication` (its value the names joined
+    by ", "), `comm_share`) and its sections (F, B, W)."""
+
+    settings: tuple[Setting, ...]
+    sections: tuple[ChunkSection, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StageOverride:
+    """`stage 0, 7 { F = 2 }`: settings that apply to the listed stages only (and, in a cost block,
+    the stages' own `chunk { }`)."""
+
+    stages: tuple[tuple[int, Span], ...]
+    settings: tuple[Setting, ...]
+    span: Span
+    chunk: ChunkAST | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
-    """A `cost { ... }` or `memory { ... }` block."""
+    """A `cost { ... }` or `memory { ... }` block (a cost block may hold a `chunk { }`)."""
 
     kind: str
     settings: tuple[Setting, ...]
     overrides: tuple[StageOverride, ...]
     span: Span
+    chunk: ChunkAST | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +224,12 @@ class _Builder(Transformer):
         return tuple((bounded_int(str(t), self._span(t), "stage"), self._span(t)) for t in children)
 
     def _override(self, children):
-        stages, *settings = children
-        first, last = stages[0][1], (settings[-1].span if settings else stages[-1][1])
+        stages, *items = children
+        settings = tuple(c for c in items if isinstance(c, Setting))
+        last = items[-1].span if items else stages[-1][1]
+        first = stages[0][1]
         span = Span(self.file, first.line, first.col, last.end_line, last.end_col)
-        return StageOverride(stages, tuple(settings), span)
+        return StageOverride(stages, settings, span, _one_chunk(items))
 
     cost_stage = _override
     memory_stage = _override
@@ -209,7 +237,29 @@ class _Builder(Transformer):
     def _block(self, kind, children, meta):
         settings = tuple(c for c in children if isinstance(c, Setting))
         overrides = tuple(c for c in children if isinstance(c, StageOverride))
-        return Block(kind, settings, overrides, self._span(meta))
+        return Block(kind, settings, overrides, self._span(meta), _one_chunk(children))
+
+    def chunk_setting(self, children):
+        key, *values = children
+        span = Span(self.file, key.line, key.column, values[-1].end_line, values[-1].end_column)
+        value_span = Span(self.file, values[0].line, values[0].column, values[-1].end_line,
+                          values[-1].end_column)
+        return Setting(str(key), ", ".join(str(v) for v in values), span, self._span(key), value_span)
+
+    def chunk_section(self, children, meta=None):
+        side, *parts = children
+        last = parts[-1].span if parts else self._span(side)
+        span = Span(self.file, side.line, side.column, last.end_line, last.end_col)
+        return ChunkSection(str(side), self._span(side), tuple(parts), span)
+
+    def chunk_block(self, children):
+        settings = tuple(c for c in children if isinstance(c, Setting))
+        sections = tuple(c for c in children if isinstance(c, ChunkSection))
+        spans = [c.span for c in children]
+        if not spans:
+            return ChunkAST((), (), None)
+        first, last = spans[0], spans[-1]
+        return ChunkAST(settings, sections, Span(self.file, first.line, first.col, last.end_line, last.end_col))
 
     def cost_block(self, children):
         return ("cost", children)
@@ -263,6 +313,15 @@ class _Builder(Transformer):
         return RankLine(rank, self._span(rank_token), tuple(items), span)
 
 
+def _one_chunk(items) -> ChunkAST | None:
+    """The one `chunk { }` among a block's items (None if there is none); a second is an error."""
+    chunks = [c for c in items if isinstance(c, ChunkAST)]
+    if len(chunks) > 1:
+        raise SchedError([Diagnostic("a second `chunk { }` here: a cost block (and each stage "
+                                     "block) holds at most one", chunks[1].span)])
+    return chunks[0] if chunks else None
+
+
 def _pipeline_from_tree(builder: _Builder, tree: lark.Tree) -> PipelineAST:
     name_token, *statements = tree.children
     built = [builder.transform(s) if isinstance(s, lark.Tree) else s for s in statements]
@@ -312,86 +371,4 @@ def _parse_tree(text: str, file: str, start: str) -> lark.Tree:
     try:
         return load_parser(start).parse(text)
     except lark.exceptions.UnexpectedInput as exc:
-        raise SchedError([_diagnostic_from_lark(exc, text, file)]) from None
-
-
-# Names a person understands for the grammar's terminals, used in "expected ..." lists.
-_TERMINAL_NAMES = {
-    "NAME": "a name", "VALUE": "a value", "INT": "a whole number", "EQUAL": "'='",
-    "LBRACE": "'{'", "RBRACE": "'}'", "COLON": "':'", "COMMA": "','", "AMPERSAND": "'&'",
-    "COMPUTE": "an op such as F0.3", "COMM": "a send/receive such as SEND_F0.3@1",
-    "GRAD_SUM": "GRAD_SUM@peer", "FB_KEY": "'F&B'", "PIPELINE": "'pipeline'",
-    "COST": "'cost'", "MEMORY": "'memory'", "ORDER": "'order'", "STAGE": "'stage'",
-    "RANK": "'rank'", "LAYERS": "'layers'", "DEVICES": "'devices'", "STAR": "'*'",
-    "$END": "the end of the file",
-}
-
-# Common mistakes, each with bad examples; the parser state of a failure is matched against them
-# (lark's match_examples) and the human message shown instead of the generic one. A test parses
-# every example and checks it gets its message.
-COMMON_MISTAKES: dict[str, list[str]] = {
-    "a setting needs '=' between its name and its value, as in `ranks = 8`": [
-        "pipeline p { ranks 8 }",
-        "pipeline p { ranks: 8 }",
-        "pipeline p { cost { F 1 } }",
-    ],
-    "a file holds `pipeline NAME { ... }` blocks; put settings inside one": [
-        "ranks = 8",
-        "schedule = 1f1b",
-    ],
-    "an op is KIND STAGE.MICROBATCH, as in F0.3 (forward of stage 0, microbatch 3)": [
-        "pipeline p { order { rank 0: F0 } }",
-        "pipeline p { order { rank 0: F0,3 } }",
-        "pipeline p { order { rank 0: X0.3 } }",
-        "pipeline p { order { rank 0: F0.0 F0,1 } }",
-        "pipeline p { order { rank 0: F0.0 F1 } }",
-    ],
-    "an order line starts with `rank N:`, as in `rank 0: F0.0 B0.0`": [
-        "pipeline p { order { F0.0 } }",
-        "pipeline p { order { rank 0 F0.0 } }",
-    ],
-    "a value is one word or number; quotes are not needed": [
-        'pipeline p { schedule = "1f1b" }',
-    ],
-}
-
-
-_OP_SHAPE = next(m for m in COMMON_MISTAKES if m.startswith("an op is"))
-
-
-def _friendly_message(exc: lark.exceptions.UnexpectedInput, text: str) -> str | None:
-    try:
-        message = exc.match_examples(load_parser("start").parse, COMMON_MISTAKES, use_accepts=True)
-    except Exception:  # match_examples re-parses the examples; never let it mask the real error
-        message = None
-    expected = getattr(exc, "expected", None) or set()
-    token = getattr(exc, "token", None)
-    if message is None and "COMPUTE" in expected and token is not None and token.type in ("VALUE", "NAME"):
-        message = _OP_SHAPE  # a malformed op inside an order, wherever it stands on the line
-    return message
-
-
-def _expected_list(exc: lark.exceptions.UnexpectedInput) -> str:
-    expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
-    names = sorted({_TERMINAL_NAMES.get(t, repr(t)) for t in expected})
-    return ", ".join(names) if names else "something else"
-
-
-def _diagnostic_from_lark(exc: lark.exceptions.UnexpectedInput, text: str, file: str) -> Diagnostic:
-    line, col = max(1, exc.line if exc.line != -1 else 1), max(1, exc.column if exc.column != -1 else 1)
-    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
-        found = repr(text[exc.pos_in_stream]) if exc.pos_in_stream < len(text) else "end of file"
-        width = 1
-    elif isinstance(exc, lark.exceptions.UnexpectedEOF) or exc.token.type == "$END":
-        lines = text.rstrip().split("\n")  # just after the last text, counting lines as lark does
-        line, col, found, width = len(lines), len(lines[-1]) + 1, "end of file", 1
-    else:
-        found, width = repr(str(exc.token)), max(1, len(str(exc.token)))
-    span = Span(file, line, col, line, col + width)
-    friendly = _friendly_message(exc, text)
-    message = f"unexpected {found}; expected {_expected_list(exc)}"
-    if found == "end of file" and "'}'" in _expected_list(exc):
-        message += " (a '}' is missing)"
-    if friendly:
-        message = f"{friendly} (found {found})"
-    return Diagnostic(message, span)
+        raise SchedError([diagnostic_from_lark(exc, text, file, load_parser("start").parse)]) from None

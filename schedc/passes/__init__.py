@@ -2,6 +2,9 @@
 
 May import the ground floor (errors, ir, dag) and lang/ (PipelineSpec). Must not import check/,
 schedules/, the compiler or anything above it: a pass rewrites values and proves nothing.
+
+May import: errors, ir, dag, gcpause, lang
+Libraries at module level: none
 """
 
 from .fuse import fuse_overlap

@@ -6,6 +6,9 @@ closed_forms.py gives each family's bubble as a formula.
 
 May import the ground floor (errors, ir, dag) and lang/. Must not import check/, passes/, the
 compiler, simulate or anything above them: a family proposes an order, the compiler proves it.
+
+May import: errors, ir, dag, gcpause, lang
+Libraries at module level: none
 """
 
 from __future__ import annotations

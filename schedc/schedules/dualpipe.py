@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import at
 from ..ir import ComputeOrder
 from ..lang.spec import PipelineSpec
-from .common import Chunk, RankProgram, constraint_error, require_placement, require_split
+from .building_blocks import Chunk, RankProgram, constraint_error, require_placement, require_split
 
 
 def check(spec: PipelineSpec) -> None:

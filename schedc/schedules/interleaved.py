@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import at
 from ..ir import ComputeOrder, OpKind
 from ..lang.spec import PipelineSpec
-from .common import constraint_error, full_backward, op, require_placement
+from .building_blocks import constraint_error, full_backward, op, require_placement
 
 
 def check(spec: PipelineSpec) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..ir import ComputeOrder, Instr, OpKind
 from ..lang.spec import PipelineSpec
-from .common import full_backward, op, require_placement, require_split
+from .building_blocks import full_backward, op, require_placement, require_split
 
 
 def check(spec: PipelineSpec) -> None:

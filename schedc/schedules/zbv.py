@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import at
 from ..ir import ComputeOrder, OpKind
 from ..lang.spec import PipelineSpec
-from .common import RankProgram, op, constraint_error, require_placement, require_split
+from .building_blocks import RankProgram, op, constraint_error, require_placement, require_split
 
 
 def check(spec: PipelineSpec) -> None:

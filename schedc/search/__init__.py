@@ -3,13 +3,18 @@
 - `problem`: a pipeline as flat integer-indexed arrays (ops, ranks, durations, dependencies,
   memory per op) that the hot loops read.
 - `evaluate`: the fast evaluator of a fixed per-rank order (cross-checked against `simulate`).
-- `listsched`: a priority list scheduler (Giffler-Thompson active schedules) under the memory limit.
-- `local`: the search itself: family seeds, priority rules, seeded local search within a time budget.
+- `list_scheduler`: a priority list scheduler (Giffler-Thompson active schedules) under the memory limit.
+- `local_search`: the search itself: family seeds, priority rules, seeded local search within a time budget.
 - `bound`: a lower bound on any plan's makespan, and the smallest memory limit any plan can meet.
+- `strategy`: the compiler's entry (`find_order`): the limit checked, then the heuristic, CP-SAT or both.
 - `exact`: the exact model for OR-Tools CP-SAT (optional: `pip install schedc[optimal]`).
 
 May import the ground floor (errors, ir, dag), lang/, schedules/ (the families, as seeds),
 passes/, check/ and simulate; the compiler imports it (`schedule = search`, `optimal`, `auto`), so
 it never imports the compiler. Must not import cli/, viz/, interop/ or backends/, nor torch.
 `ortools` is imported lazily, only by `exact`.
+
+May import: errors, ir, dag, gcpause, lang, schedules, passes, check, simulate
+Libraries at module level: none
+Libraries inside functions: ortools
 """

@@ -3,7 +3,7 @@
 It computes what `schedc.simulate` computes (each instruction starts when its rank is free and its
 inputs have arrived, comm included; an overlapped pair costs `Problem.pair_cost`) with the same
 float operations, so the two agree exactly on every plan the search returns (a test says so). It
-also checks the memory limit along each rank's order (the model of `schedc.memory`).
+also checks the memory limit along each rank's order (the model of `schedc.check.memory`).
 """
 
 from __future__ import annotations

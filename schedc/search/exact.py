@@ -30,7 +30,7 @@ from ..errors import Diagnostic, Note, SchedError
 from ..lang.spec import PipelineSpec
 from .bound import lower_bound
 from .evaluate import evaluate_rows
-from .local import SearchResult, search_order, to_instrs
+from .local_search import SearchResult, search_order, to_instrs
 from .problem import F, Problem, build_problem
 
 MAX_OPS = 3000  # the largest model `optimal` takes (p = 8, m = 32 on a V has 1,536 ops)

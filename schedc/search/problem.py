@@ -9,7 +9,7 @@ Op ids 0..n-1 follow `spec.compute_ops()`. For every op:
   before any op (parameters);
   entry[o]: for a forward, the reservation that admits its microbatch on this rank: the sum of
   every activation this (direction, microbatch) will hold on the rank, when this forward is the
-  rank's first stage on the microbatch's way down, else 0 (see `listsched`, reservation mode).
+  rank's first stage on the microbatch's way down, else 0 (see `list_scheduler`, reservation mode).
 Invariants: arrays have length n; `preds` and `succs` describe the same edges.
 """
 

@@ -1,0 +1,175 @@
+"""`schedc run --profile`: what the command line calls (`profile`) once it has checked its arguments.
+
+It times the model's stages with the runner's own compute (`stage_times.py`; on CPU beside
+companions computing as the host's other ranks would, `contention.py`; a `build_layers()` model
+layer by layer instead, `layer_costs.py`), measures or computes each transfer (`comm.py`), prints
+the figures and what to doubt, makes the cost block (`costblock.py`), and unless `--calibrate 0`
+calibrates it with a short traced run of the plan under torchrun (`calibration_run`,
+`calibrate.py`). It prints to standard output (a valid .sched fragment) and standard error, and
+returns the block; the command line writes `--profile-out`. A problem the command line reports as
+a usage error is a `ProfileError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ....compiler import compile_spec
+from ....errors import SchedError, SourceFile, decode_source
+from ....lang.spec import PipelineSpec, check_program
+from ....lang.syntax import parse_program
+from ....lang.writer import replace_cost_block
+from ..launch import device_problem, overlap_problem, run_torchrun, torchrun_command
+from ..model_file import load_model
+from . import comm as probe
+from .calibrate import calibrated_rows, format_calibration, run_durations, run_sends
+from .contention import companions
+from .costblock import charge_sends, cost_rows, cross_rank_sends, format_cost_block, sent_bytes
+from .layer_costs import profile_layers
+from .stage_times import format_profile_table, profile_stages, recommended_way, sanity_warnings
+
+COST_CHOSEN = ("search", "optimal", "auto")  # schedules whose plan depends on the costs
+
+
+class ProfileError(Exception):
+    """A problem with the command line or this host that stops the profile (the command line
+    reports it as a usage error; the message says what to change)."""
+
+
+def profile(spec: PipelineSpec, args) -> str | None:
+    """Time the model's stages with the runner's own compute; print the figures, what to doubt,
+    and the cost block, and return the block (None for a `build_layers()` model, whose per-layer
+    description is printed instead)."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.cuda.set_device(0)
+    elif overlap_problem(args):
+        raise ProfileError(overlap_problem(args))
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and spec.ranks > 1:  # as torchrun gives each of several ranks
+        threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+        torch.set_num_threads(threads)
+    model = load_model(args.model)
+    if hasattr(model, "build_layers"):  # measured per layer: a description `schedc partition` reads
+        print(f"schedc: per-layer costs of {args.model} ({args.dtype}, this machine; ms and MiB)",
+              file=sys.stderr)
+        print(json.dumps(profile_layers(model, getattr(torch, args.dtype)), indent=1))
+        return None
+    others = spec.ranks // args.nnodes - 1 if device.type == "cpu" and not args.profile_alone else 0
+    with companions(args.model, spec.num_stages, args.dtype, others):
+        profiles = profile_stages(model, spec.num_stages, getattr(torch, args.dtype), device, args.overlap,
+                                  repeats=args.repeats)
+    sizes = sent_bytes(profiles)
+    if args.bandwidth:
+        comm = probe.comm_from_bandwidth(sizes, args.bandwidth)
+        how = f"computed from --bandwidth {args.bandwidth:g} GB/s"
+        send = [0.0] * len(sizes)
+    else:
+        transfers, how = measured_comm(sizes, args, device)
+        comm, send = transfers.comm, transfers.send
+    where = f"{device}" + (f", {threads} thread(s), beside {others} process(es) computing as this host's "
+                           "other ranks do" if device.type == "cpu" else "")
+    print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}), all stages "
+          f"timed round-robin; each figure the mean of the middle half of its samples after a warm-up, "
+          f"±spread (interquartile range / figure); comm {how}; send: what posting that transfer costs "
+          f"the sending rank ({'none measured: from a bandwidth' if args.bandwidth else 'measured with comm'})")
+    print(format_profile_table(profiles, comm, send))
+    for warning in sanity_warnings(profiles):
+        print(f"# warning: {warning}")
+        print(f"schedc: warning: {warning}", file=sys.stderr)
+    way = recommended_way(profiles)
+    if way is not None and len({w for p in profiles for w in p.pair_ways}) > 1:
+        print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
+    sends = cross_rank_sends(spec)
+    rows = cost_rows(profiles, comm, send, sends)
+    block = format_cost_block(rows)
+    ran = calibration_run(spec, args, block) if args.calibrate else None
+    if ran is not None:
+        run, plan = ran
+        plain = cost_rows(profiles, comm)
+        calibrated = calibrated_rows(plain, run)
+        print(format_calibration(plain, calibrated, run.steps))
+        rows = charge_sends(calibrated, *run_sends(run, send), sends)
+        block = format_cost_block(rows, f"calibrated by a {args.calibrate}-step run of the plan")
+        if spec.schedule in COST_CHOSEN and with_block(spec, args, block, Path(args.file).name).plan != plan:
+            print(f"# note: with the calibrated costs, schedule = {spec.schedule} chooses another plan than the one "
+                  "the calibration ran; the figures are per op and carry over, but --profile on the written file "
+                  "calibrates with that plan")
+    charged = [f"stage {r['stage']} {k} +{r['send ' + k]:.3g}" for r in rows for k in ("F", "B") if r["send " + k]]
+    if charged:
+        print(f"# the block charges each op that sends to another rank ({spec.placement} placement) its send: "
+              f"{', '.join(charged)} ms (F&B gets both of its halves'); comm there is what is left after the post")
+    print(block)
+    return block
+
+
+def with_block(spec: PipelineSpec, args, block: str, name: str, folder: str | None = None):
+    """The compiled pipeline of the file with `block` as its cost block, written as `name` in
+    `folder` (a temporary one when None; compiling checks it as a run would)."""
+    with tempfile.TemporaryDirectory(prefix="schedc-profile-") as temporary:
+        path = Path(folder or temporary) / name
+        path.write_text(replace_cost_block(Path(args.file).read_text(encoding="utf-8"), spec.source.ast, block),
+                        encoding="utf-8")
+        return compile_spec(_load_pipeline(path, spec.name))
+
+
+def _load_pipeline(path: Path, name: str) -> PipelineSpec:
+    """Pipeline `name` of the file at `path`, checked as `schedc run` checks it (`stages = auto`
+    with its chosen split); a SchedError carries the file's text, to be shown at its place."""
+    text = decode_source(path.read_bytes(), str(path))
+    try:
+        spec = next(s for s in check_program(parse_program(text, str(path))) if s.name == name)
+        if spec.layers is None:
+            return spec
+        from ....partition.auto_stages import resolve_stages  # only pipelines with layers need it
+
+        return resolve_stages(spec)
+    except SchedError as error:
+        error.source = SourceFile(str(path), text)
+        raise
+
+
+def calibration_run(spec: PipelineSpec, args, block: str):
+    """Run the plan with the profiled `block` for `--calibrate` steps under torchrun, traced; the
+    run's instruction durations (`calibrate.RunDurations`) and the plan it ran, or None, with the
+    reason printed, when no run can start on this host."""
+    why = ("the ranks span several nodes (--nnodes); calibrate on one node with all the ranks"
+           if args.nnodes > 1 else device_problem(spec.ranks, args.device, args.comm))
+    if why:
+        print(f"# not calibrated by a run: {why}")
+        print(f"schedc: warning: not calibrated by a run: {why}", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory(prefix="schedc-calibrate-") as folder:
+        profiled, trace = Path(folder) / Path(args.file).name, Path(folder) / "trace.json"
+        plan = with_block(spec, args, block, profiled.name, folder).plan
+        for_ranks = argparse.Namespace(**{**vars(args), "steps": args.calibrate, "trace": str(trace),
+                                          "check": False})
+        command = torchrun_command(spec.ranks, str(profiled), spec.name, args, for_ranks)
+        print(f"schedc: calibrating: {args.calibrate} traced steps of the plan on {spec.ranks} ranks, with the "
+              "profiled costs (--calibrate 0 skips this)", file=sys.stderr)
+        code = run_torchrun(command, stdout_to_stderr=True)
+        if code:
+            raise ProfileError(f"the calibration run failed (torchrun exit code {code}; the ranks said why "
+                               "above); fix that, or skip the run with --calibrate 0")
+        return run_durations(json.loads(trace.read_text())), plan
+
+
+def measured_comm(sizes: list[int], args, device):
+    """Each transfer's time and the sender's cost of posting it (`comm.Transfers`), measured
+    between two processes, and how they were measured."""
+    backend = args.comm or ("nccl" if device.type == "cuda" else "gloo")
+    where = device.type
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        backend, where = "gloo", "cpu"  # NCCL needs a GPU per process
+    try:
+        transfers = probe.measure_comm(sizes, backend, where)
+    except RuntimeError as error:
+        raise ProfileError(f"{error}; give --bandwidth GB/S to compute comm instead") from None
+    return transfers, f"measured between two processes over {backend}" + (" (host memory)" if where != device.type else "")

@@ -1,0 +1,203 @@
+"""`schedc compile`, `check`, `simulate` and `compare`: the compiler's own commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..compiler import Compiled, compile_spec
+from ..errors import SchedError
+from ..ir import format_plan_text, plan_to_json
+from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
+from ..lang.writer import format_pipeline
+from ..schedules.closed_forms import closed_form, parameter_copies
+from ..search.bound import Bound, lower_bound
+from ..simulate import Timeline, simulate
+from ..viz.grid import format_grid
+from .common import UsageError, parse_families, load_specs, family_of, select_pipelines, write_output, print_error
+
+
+def _header(spec: PipelineSpec, many: bool) -> str:
+    return f"# pipeline {spec.name}\n" if many else ""
+
+
+def cmd_compile(args) -> int:
+    _source, specs = load_specs(args.file)
+    specs = select_pipelines(specs, args.pipeline, single=args.format == "json")
+    chunks = []
+    for spec in specs:
+        compiled = compile_spec(spec)
+        chunks.append(_header(spec, len(specs) > 1) + _format_compiled(compiled, args))
+    write_output("".join(chunks), args.output, [args.file], force=args.force)
+    return 0
+
+
+def _format_compiled(compiled: Compiled, args) -> str:
+    if args.dump == "dag":
+        dag = compiled.dag
+        edges = sorted(dag.edges(), key=lambda e: (e[1], e[0]))
+        return "".join(f"{a} -> {b}{' (cross-rank)' if dag.is_cross_rank(a, b) else ''}\n"
+                       for a, b in edges)
+    if args.dump == "order":
+        return format_plan_text(compiled.order)
+    if args.format == "json":
+        return json.dumps(plan_to_json(compiled.plan, spec_to_json(compiled.spec)), indent=1) + "\n"
+    if args.format == "sched":  # a whole pipeline whose hand-written order is this plan
+        return format_pipeline(compiled.spec, compiled.plan.ranks)
+    if args.format == "grid":  # compute instructions only, to stay compact
+        return format_grid(tuple(tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks))
+    return format_plan_text(compiled.plan)
+
+
+def _bound_of(compiled: Compiled):
+    """The lower bound of the compiled pipeline; CP-SAT's proven bound when it is higher."""
+    bound = lower_bound(compiled.spec)
+    proven = getattr(compiled.search, "proven_bound", None)
+    if proven is not None and proven > bound.value + 1e-9:
+        return Bound(proven, "CP-SAT's proof", bound.parts)
+    return bound
+
+
+def _found_by(compiled: Compiled) -> list[str]:
+    found = compiled.search
+    if found is None:
+        return []
+    return [f"found by      {found.found_by} ({found.evaluations} list schedules, {found.seconds:.1f} s)"]
+
+
+def _timeline_table(compiled: Compiled, timeline: Timeline, bound) -> str:
+    spec = compiled.spec
+    lines = [f"pipeline {spec.name}: {spec.schedule}, {spec.ranks} ranks, {spec.microbatches} "
+             f"microbatches, {spec.num_stages * spec.directions} stage replicas", *_found_by(compiled),
+             f"makespan      {timeline.makespan:g}",
+             f"lower bound   {bound.value:g} ({bound.source}); gap {bound.gap(timeline.makespan):.2%}",
+             f"bubble        {timeline.bubble:g} (largest idle time of a rank)",
+             f"bubble ratio  {timeline.bubble_ratio:.4f} (idle / (ranks x makespan))",
+             "", f"{'rank':>4} {'busy':>10} {'idle':>10} {'peak activations':>17}"]
+    for r in timeline.ranks:
+        lines.append(f"{r.rank:>4} {r.busy:>10g} {r.idle:>10g} {r.peak_activations:>17g}")
+    path = " ".join(f"{s.instr}@{s.rank}" for s in timeline.critical_path)
+    lines += ["", f"critical path ({len(timeline.critical_path)} instructions): {path}"]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_simulate(args) -> int:
+    _source, specs = load_specs(args.file)
+    specs = select_pipelines(specs, args.pipeline, single=args.json)
+    out = []
+    for spec in specs:
+        compiled = compile_spec(spec)
+        timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+        bound = _bound_of(compiled)
+        if args.json:
+            obj = {"pipeline": spec.name, "schedule": compiled.spec.schedule, **timeline.to_json(),
+                   "lower_bound": bound.value, "lower_bound_source": bound.source,
+                   "gap": bound.gap(timeline.makespan)}
+            if compiled.search is not None:
+                obj["found_by"] = compiled.search.found_by
+            out.append(json.dumps(obj, indent=1) + "\n")
+        else:
+            out.append(_timeline_table(compiled, timeline, bound))
+    sys.stdout.write("\n".join(out))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Check every file named, whatever happens to the others; the status is the worst one
+    (2 for a file that cannot be read, 1 for a file with errors, 0 when all are fine)."""
+    status = 0
+    for path in args.files:
+        try:
+            _source, specs = load_specs(path)
+            for spec in specs:
+                compile_spec(spec)
+            print(f"{path}: ok ({len(specs)} pipeline{'s' if len(specs) != 1 else ''})")
+        except SchedError as error:
+            print_error(error, path)
+            status = max(status, 1)
+        except UsageError as error:
+            print(f"schedc: error: {error}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def _compare_row(spec: PipelineSpec) -> dict:
+    compiled = compile_spec(spec)
+    timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
+    form = closed_form(compiled.spec)
+    return {"family": spec.schedule, "ranks": spec.ranks, "stages": spec.num_stages,
+            "makespan": timeline.makespan, "bubble": timeline.bubble,
+            "closed_form": form.bubble, "closed_form_exact": form.exact, "formula": form.formula,
+            "bubble_ratio": timeline.bubble_ratio,
+            "peak_activations": max(r.peak_activations for r in timeline.ranks),
+            "parameter_copies": parameter_copies(spec)}
+
+
+def cmd_compare(args) -> int:
+    _source, specs = load_specs(args.file)
+    [spec] = select_pipelines(specs, args.pipeline, single=True)
+    families = parse_families(args.schedules) if args.schedules else list(FAMILIES)
+    rows, skipped = [], []
+    for family in families:
+        try:
+            rows.append(_compare_row(family_of(spec, family)))
+        except SchedError as error:
+            skipped.append((family, error.diagnostics[0].message))
+    if args.json:
+        print(json.dumps({"pipeline": spec.name, "rows": rows,
+                          "skipped": [{"family": f, "reason": r} for f, r in skipped]}, indent=1))
+        return 0
+    print(_compare_table(spec, rows, skipped), end="")
+    return 0
+
+
+def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
+    head = (f"{'family':<11} {'stages':>6} {'makespan':>9} {'bubble':>8} {'closed form':>12} "
+            f"{'ratio':>7} {'peak act':>9} {'params':>7}  formula (in the family's stage costs)")
+    lines = [f"pipeline {spec.name}: {spec.ranks} ranks, {spec.microbatches} microbatches, the same "
+             f"model in every family (a family with k x {spec.num_stages} stages runs each at 1/k of "
+             "the file's stage costs)",
+             "bubble = largest idle time of a rank; peak act in the file's stage activations; params = "
+             "per rank, x model/ranks", head]
+    for r in rows:
+        form = "-" if r["closed_form"] is None else f"{r['closed_form']:g}"
+        if r["closed_form"] is not None and not r["closed_form_exact"]:
+            form = f"<={form}"
+        lines.append(f"{r['family']:<11} {r['stages']:>6} {r['makespan']:>9g} {r['bubble']:>8g} "
+                     f"{form:>12} {r['bubble_ratio']:>7.4f} {r['peak_activations']:>9g} "
+                     f"{r['parameter_copies']:>6g}x  {r['formula']}")
+    for family, reason in skipped:
+        lines.append(f"{family:<11} skipped: {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def register(sub) -> None:
+    """Add compile, simulate, check and compare to the `schedc` parser's subcommands."""
+    p = sub.add_parser("compile", help="print the verified per-rank instruction lists")
+    p.add_argument("file")
+    p.add_argument("--pipeline", help="the pipeline to compile when the file has several")
+    p.add_argument("--format", choices=("text", "json", "grid", "sched"), default="text",
+                   help="text: one line per rank; json: the versioned JSON form; grid: a step x rank "
+                   "table of compute ops; sched: a .sched pipeline with this plan as its order")
+    p.add_argument("--dump", choices=("dag", "order"), help="print an intermediate value instead: "
+                   "the dependency DAG, or the family's compute order before fusion and lowering")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("simulate", help="predict makespan, bubble and per-rank busy/idle/memory")
+    p.add_argument("file")
+    p.add_argument("--pipeline")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("check", help="verify files; exit 0 when all are fine, 1 otherwise")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compare", help="the same pipeline under several families, side by side")
+    p.add_argument("file")
+    p.add_argument("--pipeline")
+    p.add_argument("--schedules", help=f"comma-separated families, or search and optimal (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)

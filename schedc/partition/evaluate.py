@@ -1,0 +1,98 @@
+"""Scoring one split of a partitioning problem: the simulated step, the slowest stage, and the
+memory per rank (the simulator's peak of activations held, plus every stage replica's
+parameters), against the per-rank limits.
+
+`Evaluator` compiles the family's plan once (a family's order does not depend on costs) and
+re-times it per split with `FastPlan`; it also reads off the plan how many microbatches of each
+stage a rank holds at once, for the per-stage memory condition the exact DP uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..check.memory import peak_activations
+from ..compiler import compile_spec
+from .problem import Bounds, PartitionProblem, bottleneck, check_problem, rank_params, split_spec
+from .resimulate import FastPlan
+
+_TOL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One split scored: the simulated step, the slowest stage (F + B per microbatch at its
+    rank's speed), memory per rank (peak activations held + parameters), and whether every
+    rank is within its limit."""
+
+    bounds: Bounds
+    makespan: float
+    bottleneck: float
+    memory: tuple[float, ...]
+    fits: bool
+
+    def key(self) -> tuple:
+        return (self.makespan, self.bottleneck, max(self.memory), self.bounds)
+
+
+class Evaluator:
+    """Scores splits of one problem: compiles the family's plan once, simulates per split."""
+
+    def __init__(self, problem: PartitionProblem):
+        check_problem(problem)
+        self.problem = problem
+        start = uniform_start(problem)
+        self.compiled = compile_spec(split_spec(problem, start))
+        self.inflight = _inflight(self.compiled)
+        self.fast = FastPlan(self.compiled)
+        self.count = 0
+        self.cache: dict[Bounds, Evaluation] = {}  # every split scored so far
+
+    def evaluate(self, bounds: Bounds) -> Evaluation:
+        if bounds in self.cache:
+            return self.cache[bounds]
+        self.count += 1
+        problem = self.problem
+        spec = split_spec(problem, bounds)
+        makespan = self.fast.makespan(spec.costs)
+        params = rank_params(problem, bounds)
+        memory = tuple(a + p for a, p in zip(self.fast.peaks(spec.activations), params))
+        limits = problem.devices.limits
+        fits = all(limit is None or m <= limit + _TOL for m, limit in zip(memory, limits))
+        result = Evaluation(bounds, makespan, bottleneck(problem, bounds), memory, fits)
+        self.cache[bounds] = result
+        return result
+
+    def stage_fits(self, s: int, i: int, j: int) -> bool:
+        """A necessary memory condition, exact for one stage per rank: each replica of stage s
+        holding layers i..j-1, with the activations the schedule keeps in flight for it, plus
+        its parameters, within its rank's limit."""
+        layers = self.problem.model.layers[i:j]
+        act, params = sum(x.activation for x in layers), sum(x.params for x in layers)
+        for d, rank, held in self.inflight[s]:
+            limit = self.problem.devices.limits[rank]
+            if limit is not None and params + held * act > limit + _TOL:
+                return False
+        return True
+
+
+def uniform_start(problem: PartitionProblem) -> Bounds:
+    """Equal layer counts per stage (a valid split to compile the plan with)."""
+    n, stages = len(problem.model), problem.num_stages
+    return tuple(round(k * n / stages) for k in range(stages + 1))
+
+
+def _inflight(compiled) -> list[list[tuple[int, int, float]]]:
+    """For each stage: (direction, rank, most microbatches of it held at once on that rank),
+    read off the plan by the simulator's memory model."""
+    spec = compiled.spec
+    rows = [tuple(x for x in row if x.is_compute) for row in compiled.plan.ranks]
+    out = []
+    for s in range(spec.num_stages):
+        unit = replace(spec, activations=tuple(1.0 if t == s else 0.0 for t in range(spec.num_stages)))
+        replicas = []
+        for d in range(spec.directions):
+            rank = spec.rank_of(d, s)
+            replicas.append((d, rank, peak_activations(unit, rows[rank])))
+        out.append(replicas)
+    return out
