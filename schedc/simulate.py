@@ -86,6 +86,32 @@ def instr_cost(spec: PipelineSpec, instr: Instr) -> float:
 _COST_FIELD = {OpKind.F: "forward", OpKind.B: "backward", OpKind.I: "input_grad", OpKind.W: "weight"}
 
 
+def exposed_communication(spec: PipelineSpec, plan: Plan) -> tuple[tuple[float, float], ...]:
+    """Per rank, (communication in its ops, the part of it no compute hid), from the stages'
+    chunk figures (`StageCost.comm_forward` / `comm_backward` / `comm_hidden`; all 0 without a
+    `chunk { }`). A lone F exposes its forward's communication, a lone B or I its backward's, W has
+    none; an overlapped pair hides min(hidden(a), hidden(b)) of its two halves' (the pair model's
+    figure when both halves are one stage's, as `instr_cost` takes the smaller gain)."""
+    per_rank = []
+    for row in plan.ranks:
+        total = exposed = 0.0
+        for instr in row:
+            if not instr.is_compute:
+                continue
+            halves = instr.parts if instr.kind is OpKind.OVERLAP else (instr,)
+            comm = sum(_op_comm(spec, h) for h in halves)
+            hidden = (min(spec.cost(h.stage).comm_hidden for h in halves)
+                      if instr.kind is OpKind.OVERLAP else 0.0)
+            total, exposed = total + comm, exposed + max(0.0, comm - hidden)
+        per_rank.append((total, exposed))
+    return tuple(per_rank)
+
+
+def _op_comm(spec: PipelineSpec, instr: Instr) -> float:
+    cost = spec.cost(instr.stage)
+    return cost.comm_forward if instr.kind is OpKind.F else 0.0 if instr.kind is OpKind.W else cost.comm_backward
+
+
 def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     """The timeline of `plan`. Needs a plan that verifies (raises `SchedError` on a deadlock)."""
     with gc_paused():

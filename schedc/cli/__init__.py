@@ -3,7 +3,7 @@
 main.py builds the parser and dispatches; each other module is one group of commands and adds its
 subcommands with `register(sub)`: plans (compile, check, simulate, compare), draw (viz, trace, dag),
 interop (export, import, audit-torch), run (run and run --profile; the launcher is the backend's launch.py),
-balance (expert placement), partition (layers onto stages);
+balance (expert placement), partition (layers onto stages), overlap (a chunk's derived costs);
 common holds what they share (loading files, choosing pipelines, writing output, printing errors).
 
 Nothing outside cli/ imports cli/ (the backends included: the

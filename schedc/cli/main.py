@@ -1,5 +1,5 @@
 """The `schedc` command line: the parser and the dispatch. Each group of commands lives in a module of
-its own (plans, draw, interop, run, balance, partition) that adds its subcommands through `register(sub)`.
+its own (plans, draw, interop, run, balance, partition, overlap) that adds its subcommands through `register(sub)`.
 
 Bad input never produces a traceback: every `SchedError` is printed with its place and a caret,
 and the exit status is 1 (2 for a usage error, as argparse does).
@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import SchedError
-from . import balance, draw, interop, partition, plans, run
+from . import balance, draw, interop, overlap, partition, plans, run
 from .common import UsageError, print_error
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "training schedules (.sched files).")
     parser.add_argument("--version", action="version", version=f"schedc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (plans, draw, interop, run, balance, partition):
+    for commands in (plans, draw, interop, run, balance, partition, overlap):
         commands.register(sub)
     return parser
 

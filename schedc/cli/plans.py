@@ -12,7 +12,7 @@ from ..lang.spec import FAMILIES, PipelineSpec, spec_to_json
 from ..lang.writer import format_pipeline
 from ..schedules.closed_forms import closed_form, parameter_copies
 from ..search.bound import Bound, lower_bound
-from ..simulate import Timeline, simulate
+from ..simulate import Timeline, exposed_communication, simulate
 from ..viz.grid import format_grid
 from .common import UsageError, parse_families, load_specs, family_of, select_pipelines, write_output, print_error
 
@@ -125,7 +125,10 @@ def _compare_row(spec: PipelineSpec) -> dict:
     compiled = compile_spec(spec)
     timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
     form = closed_form(compiled.spec)
+    comm = exposed_communication(compiled.spec, compiled.plan)
     return {"family": spec.schedule, "ranks": spec.ranks, "stages": spec.num_stages,
+            "communication": max(total for total, _ in comm),
+            "exposed_communication": max(exposed for _, exposed in comm),
             "makespan": timeline.makespan, "bubble": timeline.bubble,
             "closed_form": form.bubble, "closed_form_exact": form.exact, "formula": form.formula,
             "bubble_ratio": timeline.bubble_ratio,
@@ -159,13 +162,22 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
              "the file's stage costs)",
              "bubble = largest idle time of a rank; peak act in the file's stage activations; params = "
              "per rank, x model/ranks", head]
+    chunked = any(r["communication"] > 0 for r in rows)
+    if chunked:  # the file's chunks carry communication: how much of it each family hides
+        lines[1] += ("; exposed = the communication of a rank's ops no compute hid (the most of any "
+                     "rank), hidden = the rest")
+        lines[2] = head.replace("  formula", f" {'exposed':>8} {'hidden':>7}  formula")
     for r in rows:
         form = "-" if r["closed_form"] is None else f"{r['closed_form']:g}"
         if r["closed_form"] is not None and not r["closed_form_exact"]:
             form = f"<={form}"
+        comm = ""
+        if chunked:
+            hidden = 1 - r["exposed_communication"] / r["communication"] if r["communication"] else 0
+            comm = f" {r['exposed_communication']:>8.4g} {hidden:>7.1%}"
         lines.append(f"{r['family']:<11} {r['stages']:>6} {r['makespan']:>9g} {r['bubble']:>8g} "
                      f"{form:>12} {r['bubble_ratio']:>7.4f} {r['peak_activations']:>9g} "
-                     f"{r['parameter_copies']:>6g}x  {r['formula']}")
+                     f"{r['parameter_copies']:>6g}x{comm}  {r['formula']}")
     for family, reason in skipped:
         lines.append(f"{family:<11} skipped: {reason}")
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import Note
+from .chunk import check_chunk, derive_chunk, stage_chunk_blocks
 from .syntax import PipelineAST, Setting
 from .values import check_stage_exists, find_block, located_error, to_number, unique_settings, unknown_key
 
@@ -20,6 +21,11 @@ class StageCost:
     weight: float = 1
     overlap: float | None = None  # F&B; None means forward + backward (no gain)
     comm: float = 0  # transfer time of this stage's output (activation or gradient)
+    # From a `chunk { }` (else 0): the communication inside F and inside B (exposed when the op
+    # runs alone) and the part of both an overlapped pair hides under compute.
+    comm_forward: float = 0
+    comm_backward: float = 0
+    comm_hidden: float = 0
 
     @property
     def input_grad(self) -> float:
@@ -32,7 +38,8 @@ class StageCost:
 
 def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
     """Each stage's costs: the block's values, then its `stage N { }` overrides, then the defaults
-    that depend on other keys (W = B / 2; a stage that changes F or B keeps the block's F&B gain)."""
+    that depend on other keys (W = B / 2; a stage that changes F or B keeps the block's F&B gain).
+    A stage with a `chunk { }` (the block's, or its own) takes F, B, W and F&B from its parts."""
     block = find_block(ast, "cost")
     if block is None:
         return tuple(_stage_cost({}, {}, split, None) for _ in range(num_stages))
@@ -42,6 +49,7 @@ def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCo
             raise unknown_key(s, tuple(_COST_KEYS), "cost")
     block_cost = _stage_cost(base, {}, split, None)
     rows: list[dict[str, Setting]] = [{} for _ in range(num_stages)]
+    chunks = stage_chunk_blocks(block, num_stages)
     for override in block.overrides:
         values = unique_settings(override.settings, " in this stage block")
         for s in values.values():
@@ -50,7 +58,34 @@ def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCo
         for stage, span in override.stages:
             check_stage_exists(stage, span, num_stages)
             rows[stage].update(values)
-    return tuple(_stage_cost(base, own, split, block_cost, stage) for stage, own in enumerate(rows))
+    if not any(chunks):
+        return tuple(_stage_cost(base, own, split, block_cost, stage) for stage, own in enumerate(rows))
+    return tuple(_chunk_cost(chunk, {**base, **own}, block.span) if chunk else
+                 _stage_cost(base, own, split, block_cost, stage)
+                 for stage, (own, chunk) in enumerate(zip(rows, chunks)))
+
+
+def _chunk_cost(chunk, written: dict[str, Setting], where) -> StageCost:
+    """A stage's costs derived from its chunk's parts (schedc.overlap); `comm` may still be
+    written beside it, F, B, W and F&B may not (they are what the chunk derives)."""
+    typed = [s for key, s in written.items() if key != "comm"]
+    if typed:
+        raise located_error(f"{typed[0].key} is given beside a `chunk {{ }}` that derives it: a stage's "
+                            "F, B, W and F&B come from its chunk's parts or are typed in, not both",
+                            typed[0].key_span, Note("the chunk is here", chunk.span or where))
+    parts = check_chunk(chunk, where)
+    derived = derive_chunk(parts)
+    comm = to_number(written["comm"]) if "comm" in written else 0
+    comm_forward, comm_backward = (parts.layers * sum(p.duration for p in side if p.comm)
+                                   for side in (parts.forward, parts.backward))
+    return StageCost(_round(derived.F), _round(derived.B), _round(derived.W), _round(derived.FB), comm,
+                     _round(comm_forward), _round(comm_backward),
+                     _round(derived.hidden_comm * derived.comm))
+
+
+def _round(value: float) -> float:
+    """A derived figure rounded to 9 significant digits (sums of decimal parts print cleanly)."""
+    return _tidy(float(f"{value:.9g}"))
 
 
 def _stage_cost(base: dict[str, Setting], own: dict[str, Setting], split: bool,
@@ -119,5 +154,6 @@ def recut_costs(costs: tuple[StageCost, ...], stages: int) -> tuple[StageCost, .
     any_overlap = any(c.overlap is not None for c in costs)
     return tuple(StageCost(share(t, "forward"), share(t, "backward"), share(t, "weight"),
                            share(t, "overlap_cost") if any_overlap else None,
-                           costs[-(-(t + 1) * source // stages) - 1].comm)
+                           costs[-(-(t + 1) * source // stages) - 1].comm,
+                           share(t, "comm_forward"), share(t, "comm_backward"), share(t, "comm_hidden"))
                  for t in range(stages))
