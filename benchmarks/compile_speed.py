@@ -11,11 +11,14 @@ Cases:
 - DualPipe on 64 ranks, 512 microbatches: schedc alone. Target: under 10 s and 2 GiB, measured
   in a fresh child process (peak resident memory).
 Figures are medians; the ratio is what to compare across machines (this one is shared and noisy).
+Each timed call starts after a full garbage collection (not timed), so neither side's collections
+walk the objects the other one left.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -62,9 +65,11 @@ def compare_with_torch(ranks: int, microbatches: int, rounds: int, target: str =
     schedc.parse("pipeline warm { ranks = 2 microbatches = 4 }", "warm.sched")  # build the parser once
     ours, theirs, detail = [], [], []
     for _ in range(rounds):  # alternate, so both see the same machine load
+        gc.collect()  # each side starts from a collected heap: neither pays for the other's garbage
         run = time_schedc("dualpipev", ranks, microbatches)
         ours.append(run["total"])
         detail.append(run)
+        gc.collect()
         t = time_torch(ranks, microbatches)
         if t is not None:
             theirs.append(t)

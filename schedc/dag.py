@@ -1,7 +1,9 @@
 """The dependency DAG of compute ops; the only module that imports networkx.
 
-Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch. Edges are
-the data dependencies of docs/schedules.md ("Model"); `Dag.is_cross_rank` tells a point-to-point
+Nodes are compute `Instr`s (F, and B or I+W) for every direction, stage and microbatch, and an R
+per microbatch on a stage that recomputes: R needs what the backward needed (its forward and the
+incoming gradient) and the backward needs only its R. Edges are the data dependencies of
+docs/schedules.md ("Model"); `Dag.is_cross_rank` tells a point-to-point
 transfer (producer and consumer on different ranks) from a local hand-over.
 
 May import: errors, ir, lang
@@ -17,6 +19,7 @@ from typing import Iterable
 import networkx as nx
 
 from .ir import Instr, OpKind
+from .lang.recompute import chosen_option
 from .lang.spec import PipelineSpec
 
 
@@ -68,6 +71,8 @@ def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
         return [Instr(OpKind.F, d, s - 1, j)] if s > 0 else []
     if kind is OpKind.W:
         return [Instr(OpKind.I, d, s, j)]
+    if kind is not OpKind.R and chosen_option(spec, s) is not None:
+        return [Instr(OpKind.R, d, s, j)]  # the backward of a recomputing stage: its R has the rest
     needs = [Instr(OpKind.F, d, s, j)]  # activations (and the loss on the last stage)
     if s < spec.num_stages - 1:
         needs.append(Instr(OpKind.I if spec.split_backward else OpKind.B, d, s + 1, j))
@@ -75,8 +80,19 @@ def dependencies(spec: PipelineSpec, op: Instr) -> list[Instr]:
 
 
 def build_dag(spec: PipelineSpec) -> Dag:
-    """Build the DAG of `spec`'s compute ops. Pure: the spec is not changed."""
-    return Dag(spec, {op: tuple(dependencies(spec, op)) for op in spec.compute_ops()})
+    """Build the DAG of `spec`'s compute ops. Pure: the spec is not changed. Every microbatch
+    repeats microbatch 0's pattern (`dependencies` of an op names ops of its own microbatch), so
+    the pattern is asked once per (kind, direction, stage) and copied for the others."""
+    patterns: dict[tuple, tuple] = {}
+    preds = {}
+    for op in spec.compute_ops():
+        key = (op.kind, op.direction, op.stage)
+        pattern = patterns.get(key)
+        if pattern is None:
+            pattern = patterns[key] = tuple((q.kind, q.direction, q.stage) for q in dependencies(spec, op))
+        j, compute = op.microbatch, Instr.compute
+        preds[op] = tuple([compute(kind, d, s, j) for kind, d, s in pattern])
+    return Dag(spec, preds)
 
 
 def find_cycle(edges: Iterable[tuple[object, object]]) -> list[object] | None:
@@ -105,7 +121,7 @@ def ops_of(instr: Instr, split_backward: bool) -> tuple[Instr, ...]:
     return ()
 
 
-_COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
+_COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W, OpKind.R})
 
 
 def independent(a: Instr, b: Instr) -> bool:

@@ -3,7 +3,9 @@
 Invariants:
 - `Instr` is frozen and hashable; compute instructions are the nodes of the dependency DAG.
 - `parse_instr_token(format_instr(x)) == x` for every instruction (tests say so).
-- A compute op is identified by (kind, direction, stage, microbatch). `direction` is 0 except for
+- A compute op is identified by (kind, direction, stage, microbatch). `R` (recompute) exists only
+  on stages that recompute (`recompute { }`): it needs its forward and the backward's incoming
+  gradient, and its backward (B or I) needs it, so it runs right before that backward. `direction` is 0 except for
   the second direction of a bidirectional pipeline, printed as a trailing `r` (`F0.3r`).
 - Microbatch numbers count per direction: in a bidirectional pipeline with N microbatches, each
   direction runs microbatches 0..N/2-1 (direction 1's microbatch j is the global microbatch N/2+j).
@@ -27,6 +29,7 @@ class OpKind(Enum):
     B = "B"  # full backward (input and weight gradients together)
     I = "I"  # input-gradient backward  # noqa: E741
     W = "W"  # weight-gradient backward
+    R = "R"  # recompute: rebuild the activation its forward dropped, right before the backward
     OVERLAP = "OVERLAP"  # a forward and a backward of different microbatches run together
     SEND_F = "SEND_F"  # send a stage's output activation to the next stage's rank
     RECV_F = "RECV_F"  # receive the previous stage's activation
@@ -39,12 +42,15 @@ class OpKind(Enum):
     __hash__ = object.__hash__
 
 
-COMPUTE = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
+COMPUTE = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W, OpKind.R})
 BACKWARD = frozenset({OpKind.B, OpKind.I, OpKind.W})
 SENDS = frozenset({OpKind.SEND_F, OpKind.SEND_B})
 RECVS = frozenset({OpKind.RECV_F, OpKind.RECV_B})
 COMM = SENDS | RECVS | {OpKind.GRAD_SUM}
 _TAKES_COMPUTE = COMPUTE | {OpKind.OVERLAP}
+
+
+_TUPLE_NEW = tuple.__new__
 
 
 class Instr(NamedTuple):
@@ -68,7 +74,14 @@ class Instr(NamedTuple):
 
     @staticmethod
     def compute(kind: OpKind, direction: int, stage: int, microbatch: int) -> "Instr":
-        return Instr(kind, direction, stage, microbatch)
+        """A compute op; built by `tuple.__new__`, not NamedTuple's `__new__` (Python code):
+        the passes make hundreds of thousands (benchmarks/compile_speed.py)."""
+        return _TUPLE_NEW(Instr, (kind, direction, stage, microbatch, -1, ()))
+
+    @staticmethod
+    def transfer(kind: OpKind, direction: int, stage: int, microbatch: int, peer: int) -> "Instr":
+        """A SEND or RECV, built as `compute` is."""
+        return _TUPLE_NEW(Instr, (kind, direction, stage, microbatch, peer, ()))
 
     @staticmethod
     def overlap(forward: "Instr", backward: "Instr") -> "Instr":
@@ -76,7 +89,7 @@ class Instr(NamedTuple):
 
     @property
     def is_compute(self) -> bool:
-        """F, B, I, W or an OVERLAP of two of them: instructions that take compute time."""
+        """F, B, I, W, R or an OVERLAP of two of them: instructions that take compute time."""
         return self.kind in _TAKES_COMPUTE
 
     def with_kind(self, kind: OpKind) -> "Instr":
@@ -104,7 +117,7 @@ def format_instr(instr: Instr) -> str:
     return f"{core}@{instr.peer}" if instr.kind in SENDS | RECVS else core
 
 
-_TOKEN = re.compile(r"(?P<kind>SEND_F|RECV_F|SEND_B|RECV_B|[FBIW])(?P<stage>\d+)\.(?P<mb>\d+)"
+_TOKEN = re.compile(r"(?P<kind>SEND_F|RECV_F|SEND_B|RECV_B|[FBIWR])(?P<stage>\d+)\.(?P<mb>\d+)"
                     r"(?P<rev>r?)(?:@(?P<peer>\d+))?")
 
 

@@ -2,9 +2,9 @@
 
 Each rank runs its compute instructions in order. An instruction starts when its rank is free and
 every op it needs has finished, plus the producer stage's `comm` time when the producer is on
-another rank. Costs: F, B (full backward), I = B - W, W; an OVERLAP of F (stage a) and a backward
-(stage b) costs F(a) + B(b) - min(gain(a), gain(b)), where gain(s) = F(s) + B(s) - F&B(s), so with
-one F&B for all stages it costs exactly F&B. Communication instructions take no rank time: their
+another rank. Costs: F, B (full backward), I = B - W, W, R (the stage's recompute option's cost);
+an OVERLAP of F (stage a) and a backward (stage b) costs F(a) + B(b) - min(gain(a), gain(b)), where
+gain(s) = F(s) + B(s) - F&B(s), so with one F&B for all stages it costs exactly F&B. Communication instructions take no rank time: their
 cost is the transfer delay on the edge.
 
 May import: errors, ir, dag, gcpause, lang, check
@@ -19,8 +19,9 @@ from typing import NamedTuple
 from .dag import Dag, kahn_order, ops_of
 from .errors import Diagnostic, SchedError
 from .gcpause import gc_paused
-from .ir import Instr, OpKind, Plan
+from .ir import COMM, Instr, OpKind, Plan
 from .check.memory import peak_activations
+from .lang.recompute import chosen_option
 from .lang.spec import PipelineSpec
 
 
@@ -80,6 +81,8 @@ def instr_cost(spec: PipelineSpec, instr: Instr) -> float:
         fc, bc = spec.cost(forward.stage), spec.cost(backward.stage)
         gain = min(fc.forward + fc.backward - fc.overlap_cost, bc.forward + bc.backward - bc.overlap_cost)
         return instr_cost(spec, forward) + instr_cost(spec, backward) - gain
+    if instr.kind is OpKind.R:  # recompute: the stage's chosen option's cost
+        return chosen_option(spec, instr.stage).cost
     return getattr(spec.cost(instr.stage), _COST_FIELD[instr.kind])
 
 
@@ -109,7 +112,9 @@ def exposed_communication(spec: PipelineSpec, plan: Plan) -> tuple[tuple[float, 
 
 def _op_comm(spec: PipelineSpec, instr: Instr) -> float:
     cost = spec.cost(instr.stage)
-    return cost.comm_forward if instr.kind is OpKind.F else 0.0 if instr.kind is OpKind.W else cost.comm_backward
+    if instr.kind in (OpKind.W, OpKind.R):
+        return 0.0
+    return cost.comm_forward if instr.kind is OpKind.F else cost.comm_backward
 
 
 def simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
@@ -123,9 +128,11 @@ def compute_graph(spec: PipelineSpec, dag: Dag, plan: Plan):
     node, (predecessor node, delay) pairs: data dependencies with their transfer time, and the
     previous instruction on the same rank) and a topological `order` of the nodes. Raises
     `SchedError` when the plan deadlocks."""
-    nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.is_compute]
-    owner = {op: n for n, (r, i) in enumerate(nodes) for op in ops_of(plan.ranks[r][i], spec.split_backward)}
-    preds = _predecessors(spec, dag, plan, nodes, owner)
+    nodes = [(r, i) for r, row in enumerate(plan.ranks) for i, x in enumerate(row) if x.kind not in COMM]
+    split = spec.split_backward
+    ops = [ops_of(plan.ranks[r][i], split) for r, i in nodes]
+    owner = {op: n for n, mine in enumerate(ops) for op in mine}
+    preds = _predecessors(spec, dag, nodes, ops, owner)
     successors: list[list[int]] = [[] for _ in nodes]
     for n, ps in enumerate(preds):
         for p, _delay in ps:
@@ -139,27 +146,37 @@ def compute_graph(spec: PipelineSpec, dag: Dag, plan: Plan):
 def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     nodes, preds, order = compute_graph(spec, dag, plan)
     start, end, cause = [0.0] * len(nodes), [0.0] * len(nodes), [-1] * len(nodes)
+    costs: dict[tuple, float] = {}  # instr_cost once per (kind, stage) or pair of them
+    rows = plan.ranks
     for n in order:
         r, i = nodes[n]
         for p, delay in preds[n]:  # the latest-ready predecessor decides the start
             ready = end[p] + delay
             if ready > start[n] or cause[n] < 0:
                 start[n], cause[n] = max(ready, start[n]), p
-        end[n] = start[n] + instr_cost(spec, plan.ranks[r][i])
+        instr = rows[r][i]
+        parts = instr.parts
+        key = (instr.kind, instr.stage,
+               parts and (parts[0].kind, parts[0].stage, parts[1].kind, parts[1].stage))
+        cost = costs.get(key)
+        if cost is None:
+            cost = costs[key] = instr_cost(spec, instr)
+        end[n] = start[n] + cost
     return _timeline(spec, plan, nodes, start, end, cause)
 
 
-def _predecessors(spec, dag, plan, nodes, owner) -> list[list[tuple[int, float]]]:
+def _predecessors(spec, dag, nodes, ops, owner) -> list[list[tuple[int, float]]]:
     """For each node: (node it waits for, delay after that node ends)."""
     preds: list[list[tuple[int, float]]] = []
     previous_on_rank: dict[int, int] = {}
     comm = [c.comm for c in spec.costs]
-    predecessors, split = dag.predecessors, spec.split_backward
-    for n, (r, i) in enumerate(nodes):
-        ps = [(previous_on_rank[r], 0.0)] if r in previous_on_rank else []
+    predecessors = dag.preds
+    for n, (r, _i) in enumerate(nodes):
+        previous = previous_on_rank.get(r)
+        ps = [] if previous is None else [(previous, 0.0)]
         previous_on_rank[r] = n
-        for op in ops_of(plan.ranks[r][i], split):
-            for need in predecessors(op):
+        for op in ops[n]:
+            for need in predecessors[op]:
                 m = owner[need]
                 if m != n:
                     ps.append((m, comm[need.stage] if nodes[m][0] != r else 0.0))
@@ -172,13 +189,14 @@ def _timeline(spec, plan, nodes, start, end, cause) -> Timeline:
     origin = min(start, default=0.0)
     makespan = max(end, default=0.0) - origin
     busy_of = [0.0] * len(plan.ranks)
+    compute: list[list[Instr]] = [[] for _ in plan.ranks]  # each rank's compute instructions
     for s in slots:
         busy_of[s.rank] += s.end - s.start
+        compute[s.rank].append(s.instr)
     ranks = []
-    for rank, row in enumerate(plan.ranks):
-        busy = busy_of[rank]
-        compute = tuple(x for x in row if x.is_compute)
-        ranks.append(RankStats(rank, busy, makespan - busy, peak_activations(spec, compute, rank)))
+    for rank, busy in enumerate(busy_of):
+        peak = peak_activations(spec, tuple(compute[rank]), rank)
+        ranks.append(RankStats(rank, busy, makespan - busy, peak))
     path, n = [], max(range(len(nodes)), key=lambda k: end[k], default=-1)
     while n >= 0:
         path.append(slots[n])

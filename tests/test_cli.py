@@ -21,7 +21,7 @@ def test_compile_prints_one_line_per_rank(capsys):
 
 
 def test_compile_json_to_a_file(tmp_path, capsys):
-    out = tmp_path / "sub" / "plan.json"
+    out = tmp_path / "plan.json"
     assert main(["compile", DUALPIPE, "--format", "json", "-o", str(out)]) == 0
     obj = json.loads(out.read_text())
     assert obj["version"] == 1 and len(obj["ranks"]) == 8

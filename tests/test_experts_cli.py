@@ -35,7 +35,11 @@ BAD = {  # case -> arguments after `balance`; run inside tests/golden/balance
     "speeds_bad": ["good.csv", *R8, "--speeds", "1,1,fast,1"],
     "duplicates_impossible": ["good.csv", "--replicas", "40", "--gpus", "4"],
     "max_moves_alone": ["good.csv", *R8, "--max-moves", "3"],
+    "not_npy": ["not_npy.npy", *R8],
+    "not_torch": ["not_torch.pt", *R8],
 }
+IN_THE_INPUT = {"ragged", "too_long", "bad_cell", "negative", "nan_cell", "empty", "broken_json",
+                "previous_wrong_shape"}  # exit 1: wrong numbers in a file; the others are usage or I/O (2)
 
 
 def run_in_golden(args, capsys):
@@ -50,9 +54,12 @@ def run_in_golden(args, capsys):
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_balance_bad_input_golden(case, capsys, update_goldens):
+    if case == "not_torch":
+        pytest.importorskip("torch")  # without it the message says to install torch
     status, out = run_in_golden(BAD[case], capsys)
-    assert status == 1, out.err
-    assert "Traceback" not in out.err and out.out == ""
+    assert status == (1 if case in IN_THE_INPUT else 2), out.err
+    assert "Traceback" not in out.err and out.out == "" and out.err.count("\n") <= 3
+    assert out.err.startswith("schedc: error: ") or case in IN_THE_INPUT
     expected = GOLDEN / f"{case}.out"
     if update_goldens or not expected.exists():
         expected.write_text(out.err)
@@ -104,5 +111,65 @@ def test_balance_says_what_to_install_without_numpy(monkeypatch, capsys):
 
     command = importlib.import_module("schedc.cli.balance")
     monkeypatch.setattr(command, "missing_modules", lambda: ["numpy"])
-    assert main(["balance", "x.csv", *R8]) == 1
+    assert main(["balance", "x.csv", *R8]) == 2
     assert "this command needs numpy and scipy: pip install 'schedc[balance]'" in capsys.readouterr().err
+
+
+def test_an_object_npy_says_what_to_save_not_numpy_s_allow_pickle(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    assert main(["balance", str(path), *R8]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"schedc: error: {path}: holds Python objects, not numbers; save a number array: "
+                   "numpy.save(path, loads.astype(float))\n")
+
+
+def test_a_pt_of_other_objects_is_one_line(tmp_path, capsys):
+    import numpy as np
+    torch = pytest.importorskip("torch")
+
+    path = tmp_path / "objects.pt"
+    torch.save({"loads": np.ones((2, 8))}, path)
+    assert main(["balance", str(path), *R8]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"schedc: error: {path}: holds objects other than tensors") and err.count("\n") == 1
+
+
+def test_balance_json_has_the_table_s_figures_and_the_placement(capsys):
+    assert main(["balance", str(GOLDEN / "good.csv"), "--replicas", "12", "--gpus", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["policy"] == "best" and report["layers"] == 2 and report["experts"] == 8
+    assert set(report["balancedness"]) == {"no_redundancy", "eplb", "chosen", "bound"}
+    assert len(report["balancedness"]["chosen"]) == 2 and len(report["gap"]) == 2
+    assert report["placement"]["phy2log"] and report["moves"] is None
+
+
+def test_policy_eplb_names_each_column_once(tmp_path, capsys):
+    loads, placement, svg = str(GOLDEN / "good.csv"), tmp_path / "p.json", tmp_path / "p.svg"
+    assert main(["balance", loads, "--replicas", "12", "--gpus", "4", "--policy", "eplb",
+                 "--svg", str(svg), "-o", str(placement)]) == 0
+    head = capsys.readouterr().out.splitlines()[1]
+    assert head.split() == ["layer", "no-redund", "eplb", "bound", "gap", "max/mean"]
+    assert "eplb eplb" not in svg.read_text() and "balancedness eplb " in svg.read_text()
+    assert main(["balance", loads, "--replicas", "12", "--gpus", "4", "--policy", "eplb",
+                 "--previous", str(placement)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:4] == ["layer", "no-redund", "eplb", "eplb*"]
+    assert any(line.startswith("eplb*: DeepSeek's plan keeping") for line in lines)
+
+
+def test_balance_picture_draws_every_layer_on_one_scale(tmp_path, capsys):
+    import re
+
+    svg = tmp_path / "p.svg"
+    assert main(["balance", str(GOLDEN / "good.csv"), "--replicas", "12", "--gpus", "4",
+                 "--svg", str(svg)]) == 0
+    text = svg.read_text()
+    bars = re.findall(r'height="([\d.]+)" fill="#[0-9a-f]+"><title>layer (\d+), GPU \d+, [^:]+: ([\d.e+-]+)</title>',
+                      text)
+    ratios = [float(h) / float(v) for h, _layer, v in bars if float(h) > 5]  # pixels per token
+    assert {layer for _h, layer, _v in bars} == {"0", "1"} and max(ratios) / min(ratios) < 1.01  # one scale
+    ticks = re.findall(r'class="tick">([\d.]+)</text>', text)
+    assert ticks.count(ticks[0]) == 2  # the top of the scale, labelled on each layer's panel

@@ -95,7 +95,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @needs_cairo
 def test_png_is_a_valid_image_of_sensible_size(tmp_path, capsys):
-    out = tmp_path / "deep" / "er" / "dualpipe.png"
+    out = tmp_path / "dualpipe.png"
     assert main(["viz", DUALPIPE, "-o", str(out)]) == 0
     width, height = png_size(out.read_bytes())
     assert 1000 <= width <= 4000 and 200 <= height <= 600
@@ -156,7 +156,7 @@ def test_dag_without_the_dot_program_writes_the_source_and_says_how_to_install(t
     env = dict(os.environ, PATH=str(tmp_path))  # no `dot` on this PATH
     result = subprocess.run([sys.executable, "-m", "schedc", "dag", str(ROOT / "examples" / "manual.sched"),
                              "-o", str(out)], capture_output=True, text=True, env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a missing tool: not a problem in the input
     assert "apt-get install graphviz" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "dag.dot").read_text().startswith("digraph")
     assert not out.exists()

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from ..dag import Dag
-from ..ir import RECVS, SENDS, Instr, OpKind, Plan
+from ..ir import COMM, RECVS, SENDS, Instr, OpKind, Plan
 from ..passes.lower import transfer
+from ..lang.recompute import chosen_option
 from ..lang.spec import PipelineSpec
 
 Where = tuple[int, int]
@@ -28,27 +29,38 @@ _STEP = {OpKind.SEND_F: 1, OpKind.RECV_F: -1, OpKind.SEND_B: -1, OpKind.RECV_B: 
 
 def matching(instr: Instr, rank: int) -> Instr:
     """The RECV that pairs with a SEND on `rank` (or the SEND that pairs with a RECV)."""
-    return Instr(_MATE[instr.kind], instr.direction, instr.stage + _STEP[instr.kind],
-                 instr.microbatch, rank)
+    return Instr.transfer(_MATE[instr.kind], instr.direction, instr.stage + _STEP[instr.kind],
+                          instr.microbatch, rank)
 
 
 def comm_positions(spec: PipelineSpec, plan: Plan, problem) -> tuple[dict, list]:
     """Every SEND/RECV/GRAD_SUM keyed by (rank, instr), and the problems of malformed ones."""
     where: dict[tuple[int, Instr], Where] = {}
     problems = []
+    homes = home_ranks(spec)
+    malformed: dict[tuple, bool] = {}  # per (rank, kind, direction, stage, peer): _field_problem?
     for rank, row in enumerate(plan.ranks):
         for index, instr in enumerate(row):
-            if instr.is_compute:
+            if instr.kind not in COMM:
                 continue
-            if (rank, instr) in where:
-                problems.append(problem("comm", f"{instr} appears twice on rank {rank}",
-                                        (rank, index), (where[(rank, instr)],)))
-            where[(rank, instr)] = (rank, index)
-            if instr.kind is not OpKind.GRAD_SUM:
-                message = _field_problem(spec, rank, instr)
-                if message:
-                    problems.append(problem("comm", message, (rank, index)))
+            here = (rank, index)
+            first = where.setdefault((rank, instr), here)
+            if first is not here:
+                problems.append(problem("comm", f"{instr} appears twice on rank {rank}", here, (first,)))
+                where[(rank, instr)] = here
+            if instr.kind is OpKind.GRAD_SUM:
+                continue
+            key = (rank, instr.kind, instr.direction, instr.stage, instr.peer)
+            if key not in malformed:  # the fields decide, whatever the microbatch
+                malformed[key] = _field_problem(spec, rank, instr, homes) is not None
+            if malformed[key]:
+                problems.append(problem("comm", _field_problem(spec, rank, instr, homes), here))
     return where, problems
+
+
+def home_ranks(spec: PipelineSpec) -> dict[tuple[int, int], int]:
+    """(direction, stage) -> the rank that holds it (`spec.rank_of`, looked up once per pass)."""
+    return {(d, s): spec.rank_of(d, s) for d in range(spec.directions) for s in range(spec.num_stages)}
 
 
 def check_pairing(where, problem) -> list:
@@ -69,14 +81,18 @@ def check_pairing(where, problem) -> list:
     return problems
 
 
-def _field_problem(spec: PipelineSpec, rank: int, instr: Instr) -> str | None:
-    home = spec.rank_of(instr.direction, instr.stage)
+def _field_problem(spec: PipelineSpec, rank: int, instr: Instr, homes) -> str | None:
+    home = homes.get((instr.direction, instr.stage))
+    if home is None:
+        home = spec.rank_of(instr.direction, instr.stage)
     if home != rank:
         return f"{instr} is on rank {rank}, but stage {instr.stage} lives on rank {home}"
     other = instr.stage + _STEP[instr.kind]
     if not 0 <= other < spec.num_stages:
         return f"{instr}: stage {instr.stage} has no neighbour in that direction"
-    peer = spec.rank_of(instr.direction, other)
+    peer = homes.get((instr.direction, other))
+    if peer is None:
+        peer = spec.rank_of(instr.direction, other)
     if peer != instr.peer:
         return f"{instr} names peer {instr.peer}, but the other end lives on rank {peer}"
     if peer == rank:
@@ -97,29 +113,36 @@ def run_plan(plan: Plan, problem) -> tuple[list, list[int], bool]:
     while ready:
         rank = ready.pop()
         row = rows[rank]
-        while pos[rank] < len(row):
-            instr = row[pos[rank]]
+        i, end = pos[rank], len(row)
+        while i < end:  # `i`: this rank's position, stored back in `pos` when it stops
+            instr = row[i]
             kind = instr.kind
+            if kind not in COMM:  # compute: never waits in this model
+                i += 1
+                continue
             if kind in SENDS:
-                channels.setdefault((rank, instr.peer), deque()).append(matching(instr, rank))
-                if (rank, instr.peer) in waiting:
-                    ready.append(waiting.pop((rank, instr.peer)))
+                key = (rank, instr.peer)
+                channels.setdefault(key, deque()).append(matching(instr, rank))
+                if key in waiting:
+                    ready.append(waiting.pop(key))
             elif kind in RECVS:
                 channel = channels.get((instr.peer, rank))
                 if not channel:
                     waiting[(instr.peer, rank)] = rank
                     break
                 if channel[0] != instr:
-                    return [_order_problem(plan, rank, pos[rank], instr, channel[0], problem)], pos, False
+                    pos[rank] = i
+                    return [_order_problem(plan, rank, i, instr, channel[0], problem)], pos, False
                 channel.popleft()
-            elif kind is OpKind.GRAD_SUM:
+            else:  # GRAD_SUM
                 at_sum.add(rank)
                 if instr.peer not in at_sum:
                     waiting[("sum", rank)] = rank
                     break
                 if ("sum", instr.peer) in waiting:
                     ready.append(waiting.pop(("sum", instr.peer)))
-            pos[rank] += 1
+            i += 1
+        pos[rank] = i
     return [], pos, not any(channels.values())
 
 
@@ -160,16 +183,18 @@ def check_transfers(spec: PipelineSpec, dag: Dag, owner, where, problem) -> list
             elif p_where[1] >= c_where[1] and p_where != c_where:
                 problems.append(problem("dependency", f"{consumer} runs before {producer}, "
                                         "which it needs", c_where, (p_where,)))
-    sends = 0
+    sends, endpoint = 0, _endpoint_kinds(spec)
     for (rank, instr), w in where.items():
         if instr.kind in SENDS:
             sends += 1
-            producer = _endpoint_op(spec, instr)
+            producer = Instr.compute(endpoint[instr.kind][instr.stage], instr.direction, instr.stage,
+                                     instr.microbatch)
             if owner[producer][1] > w[1]:
                 problems.append(problem("dependency", f"{instr} must come after {producer} on rank "
                                         f"{rank}", w, (owner[producer],)))
         elif instr.kind in RECVS:
-            consumer = _endpoint_op(spec, instr)
+            consumer = Instr.compute(endpoint[instr.kind][instr.stage], instr.direction, instr.stage,
+                                     instr.microbatch)
             if owner[consumer][1] < w[1]:
                 problems.append(problem("dependency", f"{consumer} on rank {rank} needs {instr} "
                                         "before it", owner[consumer], (w,)))
@@ -178,14 +203,15 @@ def check_transfers(spec: PipelineSpec, dag: Dag, owner, where, problem) -> list
     return problems[:MAX_PROBLEMS]
 
 
-def _endpoint_op(spec: PipelineSpec, instr: Instr) -> Instr:
-    """The compute op at this end of a transfer: the F or backward whose output a SEND carries,
-    or that a RECV feeds."""
-    if instr.kind in (OpKind.SEND_F, OpKind.RECV_F):
-        kind = OpKind.F
-    else:
-        kind = OpKind.I if spec.split_backward else OpKind.B
-    return Instr(kind, instr.direction, instr.stage, instr.microbatch)
+def _endpoint_kinds(spec: PipelineSpec) -> dict[OpKind, list[OpKind]]:
+    """Per transfer kind, per stage: the kind of the compute op at this end of the transfer: the
+    F or backward whose output a SEND carries, or that a RECV feeds."""
+    backward = OpKind.I if spec.split_backward else OpKind.B
+    stages = range(spec.num_stages)
+    return {OpKind.SEND_F: [OpKind.F] * spec.num_stages, OpKind.RECV_F: [OpKind.F] * spec.num_stages,
+            OpKind.SEND_B: [backward] * spec.num_stages,
+            OpKind.RECV_B: [OpKind.R if chosen_option(spec, s) is not None else backward  # R: dag.py
+                            for s in stages]}
 
 
 def _missing_transfers(spec: PipelineSpec, dag: Dag, owner, where, problem) -> list:
@@ -206,11 +232,12 @@ def _missing_transfers(spec: PipelineSpec, dag: Dag, owner, where, problem) -> l
 
 def check_grad_sums(spec: PipelineSpec, plan: Plan, where, problem) -> list:
     """A bidirectional plan ends each rank with one GRAD_SUM with its mirror; others have none."""
-    sums = {rank: w for (rank, instr), w in where.items() if instr.kind is OpKind.GRAD_SUM}
+    found = [(rank, w) for (rank, instr), w in where.items() if instr.kind is OpKind.GRAD_SUM]
+    sums = dict(found)
     if spec.placement != "bidirectional":
         return [problem("comm", "GRAD_SUM in a pipeline without replicas", w) for w in sums.values()]
     problems = []
-    counts = Counter(rank for rank, instr in where if instr.kind is OpKind.GRAD_SUM)
+    counts = Counter(rank for rank, _w in found)
     for rank in range(spec.ranks):
         mirror = spec.ranks - 1 - rank
         w = where.get((rank, Instr(OpKind.GRAD_SUM, peer=mirror)))

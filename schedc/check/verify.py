@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import comm
 from ..dag import Dag, find_cycle, independent, kahn_order, ops_of
-from ..ir import Instr, OpKind, Plan
+from ..ir import COMM, Instr, OpKind, Plan
 from .memory import activation_steps
 from ..lang.spec import PipelineSpec
 
@@ -36,25 +36,28 @@ def _owner_map(spec: PipelineSpec, rows) -> tuple[dict[Instr, Where], list[Probl
     """Where each DAG op runs; problems for ops run twice or on the wrong rank."""
     owner: dict[Instr, Where] = {}
     problems = []
-    rank_of = spec.rank_of
+    homes = comm.home_ranks(spec)
+    split, rank_of = spec.split_backward, spec.rank_of
     for rank, row in enumerate(rows):
         for index, instr in enumerate(row):
-            for op in ops_of(instr, spec.split_backward):
-                if rank_of(op.direction, op.stage) != rank:
+            where = (rank, index)
+            for op in ops_of(instr, split):
+                home = homes.get((op.direction, op.stage))
+                if home is None:  # a stage out of range (the coverage check names it)
+                    home = rank_of(op.direction, op.stage)
+                if home != rank:
                     problems.append(Problem("placement", f"{op} is on rank {rank}, but stage "
                                             f"{op.stage} lives on rank {rank_of(op.direction, op.stage)}",
-                                            (rank, index)))
-                if op in owner:
+                                            where))
+                first = owner.setdefault(op, where)
+                if first is not where:
                     problems.append(Problem("coverage", f"{op} runs twice (first on rank "
-                                            f"{owner[op][0]}, position {owner[op][1]})",
-                                            (rank, index), (owner[op],)))
-                else:
-                    owner[op] = (rank, index)
+                                            f"{first[0]}, position {first[1]})", where, (first,)))
     return owner, problems
 
 
 def _check_coverage(spec: PipelineSpec, dag: Dag, owner: dict[Instr, Where]) -> list[Problem]:
-    if len(owner) == len(dag.preds) and all(op in dag.preds for op in owner):
+    if owner.keys() == dag.preds.keys():  # compared as sets, in C
         return []
     problems = []
     missing: dict[int, list[Instr]] = {}  # home rank -> its ops that no list runs, in DAG order
@@ -148,7 +151,7 @@ def compute_rows(plan: Plan) -> tuple[tuple[tuple[Instr, ...], ...], list[list[i
     """The compute instructions of each rank, and their indices in the full list."""
     rows, index_maps = [], []
     for row in plan.ranks:
-        kept = [(i, x) for i, x in enumerate(row) if x.is_compute]
+        kept = [(i, x) for i, x in enumerate(row) if x.kind not in COMM]
         rows.append(tuple(x for _, x in kept))
         index_maps.append([i for i, _ in kept])
     return tuple(rows), index_maps

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from .common import write_output
+from .common import UsageError, check_folder, to_png, write_output
 
 NEEDS = "this command needs numpy and scipy: pip install 'schedc[balance]'"
 
@@ -46,22 +46,25 @@ def register(sub) -> None:
                    "per-GPU loads)")
     p.add_argument("--svg", help="draw per-GPU loads before and after as SVG")
     p.add_argument("--png", help="the same picture as PNG (needs cairosvg)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table: "
+                   "per-layer balancedness of each plan, the bound, the gap, moves, and the placement")
     p.set_defaults(func=cmd_balance)
 
 
 def cmd_balance(args) -> int:
     missing = missing_modules()
     if missing:
-        print(f"schedc: error: {NEEDS} (missing: {', '.join(missing)})", file=sys.stderr)
-        return 1
+        raise UsageError(f"{NEEDS} (missing: {', '.join(missing)})")
     import json
 
-    from .balance_report import BalanceRequest, picture_series, run_balance
+    from .balance_report import BalanceRequest, picture_series, report_json, run_balance
+    for output in (args.output, args.svg, args.png):  # every output's folder, before the work
+        check_folder(output)
     request = BalanceRequest(args.file, args.replicas, args.gpus, args.nodes, args.groups, args.policy,
                              args.hierarchical, args.allow_duplicates, args.previous, args.max_moves,
                              args.speeds)
     result = run_balance(request)
-    sys.stdout.write(result.report)
+    sys.stdout.write(json.dumps(report_json(result), indent=1) + "\n" if args.json else result.report)
     inputs = [args.file] + ([args.previous] if args.previous else [])
     if args.output:
         write_output(json.dumps(result.placement) + "\n", args.output, inputs)
@@ -71,6 +74,5 @@ def cmd_balance(args) -> int:
         if args.svg:
             write_output(svg, args.svg, inputs)
         if args.png:
-            from ..viz.png import svg_to_png
-            write_output(svg_to_png(svg), args.png, inputs)
+            write_output(to_png(svg), args.png, inputs)
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..compiler import compile_spec, with_family
-from ..errors import Diagnostic, SchedError, SourceFile, Span, decode_source, render_error
+from ..errors import Diagnostic, SchedError, SourceFile, Span, decode_source, render_diagnostic
 from ..simulate import simulate
 from ..lang.spec import FAMILIES, SEARCHES, PipelineSpec, check_program
 from ..lang.syntax import parse_program
@@ -67,8 +67,7 @@ def write_output(data: str | bytes, output: str | None, inputs: list[str], force
         sys.stdout.write(data)
         return
     out = Path(output)
-    if out.is_dir():
-        raise UsageError(f"cannot write '{output}': it is a directory; name a file inside it")
+    check_folder(output)
     if any(_same_file(out, Path(i)) for i in inputs):
         raise UsageError(f"refusing to overwrite the input file '{output}'; choose another -o")
     if out.suffix == ".sched" and out.exists() and not force:
@@ -94,22 +93,65 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise UsageError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 
+def check_folder(output: str | None) -> None:
+    """Refuse, before any work, an output that cannot be written where it is named: a directory,
+    or a file in a folder that does not exist (schedc creates no folders). None and `-` are
+    standard output."""
+    if output is None or output == "-":
+        return
+    out = Path(output)
+    if out.is_dir():
+        raise UsageError(f"cannot write '{output}': it is a directory; name a file inside it")
+    folder = out.parent
+    if not folder.exists():
+        raise UsageError(f"cannot write '{output}': the folder '{folder}' does not exist (schedc "
+                         "creates no folders; make it first, or choose another path)")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write '{output}': '{folder}' is a file, not a folder")
+
+
 def output_format(output: str | None, given: str | None, allowed: tuple[str, ...], what: str) -> str:
-    """The format from --format, else from -o's extension; refuses others with the list."""
+    """The format from --format, else from -o's extension; refuses others with the list, and an
+    output whose folder does not exist (`check_folder`), before any work is done."""
     fmt = given or (Path(output).suffix.lstrip(".").lower() if output else allowed[0])
     if fmt not in allowed:
         raise UsageError(f"{what} cannot be written as '{fmt}'; choose one of: "
                          f"{', '.join('.' + a for a in allowed)}")
+    check_folder(output)
     return fmt
 
 
-def parse_families(text: str) -> list[str]:
+def parse_families(text: str, flag: str = "--schedules") -> list[str]:
+    """`1f1b,zbv` -> ["1f1b", "zbv"]; unknown names and a list naming none are usage errors."""
     families = [f.strip() for f in text.split(",") if f.strip()]
     known = FAMILIES + SEARCHES
+    if not families:
+        raise UsageError(f"{flag} '{text}' names no schedule; give a comma-separated list such as "
+                         f"1f1b,zb-h1,zbv (known: {', '.join(known)})")
     unknown = [f for f in families if f not in known]
     if unknown:
         raise UsageError(f"unknown schedule {', '.join(unknown)} (known: {', '.join(known)})")
     return families
+
+
+def to_png(svg: str, scale: float | None = None) -> bytes:
+    """The PNG of `svg` at `--scale` (None: the command has no such option, scale 1); a missing
+    cairosvg (or cairo) and a picture over the size limit are usage errors (exit 2) that say what
+    to install or which scale fits."""
+    from ..viz.png import MAX_SIDE, PictureTooLarge, svg_size, svg_to_png
+
+    width, height = svg_size(svg)
+    if scale is not None and max(width, height) * scale > MAX_SIDE:
+        fits = int(MAX_SIDE / max(width, height) * 10) / 10
+        raise UsageError(f"--scale {scale:g} would make a {round(width * scale):,} x {round(height * scale):,} "
+                         f"pixel PNG; pictures are at most {MAX_SIDE:,} pixels a side: --scale "
+                         f"{fits:g} or less fits")
+    try:
+        return svg_to_png(svg, scale or 1.0)
+    except PictureTooLarge as error:
+        raise UsageError(f"{error}; write .svg instead") from None
+    except SchedError as error:  # cairosvg or the cairo library is missing: what to install
+        raise UsageError(error.diagnostics[0].message) from None
 
 
 def resolve_stages(spec: PipelineSpec) -> PipelineSpec:
@@ -140,4 +182,11 @@ def print_error(error: SchedError, path: str | None = None) -> None:
             source = SourceFile(path, Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             source = None
-    print(render_error(error, source), file=sys.stderr)
+    print(format_error(error, source), file=sys.stderr)
+
+
+def format_error(error: SchedError, source: SourceFile | None) -> str:
+    """Each diagnostic as `render_diagnostic` writes it; an unlocated one starts `schedc: error:`,
+    the prefix of every message that has no place in a file."""
+    return "\n\n".join(("schedc: " if d.span is None else "") + render_diagnostic(d, source)
+                       for d in error.diagnostics)

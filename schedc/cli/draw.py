@@ -9,30 +9,51 @@ from pathlib import Path
 from ..compiler import compile_spec
 from ..errors import SchedError
 from .common import (UsageError, compiled_timeline, parse_families, load_specs, output_format, select_pipelines, write_output,
-                     family_of)
+                     family_of, to_png)
+
+
+def check_width(width: int | None, flag: str = "--width") -> None:
+    """A picture width the timeline can be drawn at: from MIN_WIDTH to MAX_SIDE pixels."""
+    from ..viz.png import MAX_SIDE
+    from ..viz.timeline import MIN_WIDTH
+
+    if width is not None and width < MIN_WIDTH:
+        raise UsageError(f"{flag} {width} is too narrow: a timeline needs at least {MIN_WIDTH} "
+                         "pixels for its rank labels, legend and caption (leave --width out to size "
+                         "the picture from the makespan)")
+    if width is not None and width > MAX_SIDE:
+        raise UsageError(f"{flag} {width} is over the limit of {MAX_SIDE:,} pixels a side")
+
+
+def render_timeline(panels, width: int | None, notes: tuple[str, ...] = ()) -> str:
+    """`render_timeline_svg`, a picture over the size limit a usage error naming the limit."""
+    from ..viz.png import PictureTooLarge
+    from ..viz.timeline import render_timeline_svg
+
+    try:
+        return render_timeline_svg(panels, width=width, notes=notes)
+    except PictureTooLarge as error:
+        raise UsageError(str(error)) from None
 
 
 def cmd_viz(args) -> int:
-    from ..viz.png import svg_to_png
-    from ..viz.timeline import MIN_WIDTH, Panel, render_timeline_svg
+    from ..viz.timeline import Panel
 
-    if args.width is not None and args.width < MIN_WIDTH:
-        raise UsageError(f"--width {args.width} is too narrow: a timeline needs at least {MIN_WIDTH} "
-                         "pixels for its rank labels, legend and caption (leave --width out to size "
-                         "the picture from the makespan)")
+    check_width(args.width)
     if not args.scale > 0:
         raise UsageError(f"--scale must be a positive factor, got {args.scale:g}")
     fmt = output_format(args.output, args.format, ("svg", "png"), "a timeline")
+    families = parse_families(args.compare, "--compare") if args.compare is not None else None
     _source, specs = load_specs(args.file)
     [spec] = select_pipelines(specs, args.pipeline, single=True)
     notes: tuple[str, ...] = ()
-    if args.compare:
-        panels, notes = _compare_panels(spec, parse_families(args.compare))
+    if families:
+        panels, notes = _compare_panels(spec, families)
     else:
         compiled, timeline = compiled_timeline(spec)
         panels = [Panel(compiled.spec, timeline)]
-    svg = render_timeline_svg(panels, width=args.width, notes=notes)
-    write_output(svg if fmt == "svg" else svg_to_png(svg, args.scale), args.output, [args.file])
+    svg = render_timeline(panels, args.width, notes)
+    write_output(svg if fmt == "svg" else to_png(svg, args.scale), args.output, [args.file])
     return 0
 
 
@@ -67,17 +88,22 @@ def cmd_trace(args) -> int:
     return 0
 
 
-def _window(text: str | None, what: str) -> set[int] | None:
-    """`0-3,7` -> {0, 1, 2, 3, 7}."""
-    if not text:
+def _window(text: str | None, what: str, count: int) -> set[int] | None:
+    """`0-3,7` -> {0, 1, 2, 3, 7}: numbers and ascending ranges from 0 to count - 1."""
+    if text is None:
         return None
     chosen = set()
-    try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            chosen.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise UsageError(f"--{what} takes numbers and ranges like 0-3,7; got '{text}'") from None
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise UsageError(f"--{what} takes numbers and ranges like 0-3,7; got '{text}'") from None
+        if not (0 <= first < count and 0 <= last < count):
+            raise UsageError(f"--{what} {text}: this pipeline has {what} 0 to {count - 1}")
+        if first > last:
+            raise UsageError(f"--{what} {text}: the range {part.strip()} runs backwards; write {last}-{first}")
+        chosen.update(range(first, last + 1))
     return chosen
 
 
@@ -87,8 +113,9 @@ def cmd_dag(args) -> int:
     fmt = output_format(args.output, None, ("svg", "png", "pdf", "dot"), "the DAG")
     _source, specs = load_specs(args.file)
     [spec] = select_pipelines(specs, args.pipeline, single=True)
-    dag = compile_spec(spec).dag
-    dot = build_dot(dag, _window(args.ranks, "ranks"), _window(args.microbatches, "microbatches"))
+    ranks = _window(args.ranks, "ranks", spec.ranks)
+    microbatches = _window(args.microbatches, "microbatches", spec.microbatches)
+    dot = build_dot(compile_spec(spec).dag, ranks, microbatches)
     if fmt == "dot":
         write_output(dot.source, args.output, [args.file])
         return 0
@@ -102,7 +129,7 @@ def cmd_dag(args) -> int:
         write_output(dot.source, fallback, [args.file])
         print(f"schedc: error: {error.diagnostics[0].message}; wrote the .dot source to {fallback} "
               "instead", file=sys.stderr)
-        return 1
+        return 2  # a missing tool, not a problem in the input
     return 0
 
 

@@ -12,7 +12,7 @@ from ..errors import SchedError, SourceFile
 from ..backends.torch.options import positive_int
 from ..lang.values import MAX_NUMBER, MAX_OPS
 from ..lang.writer import format_pipeline
-from .common import UsageError, load_specs, output_format, select_pipelines, write_output, read_input
+from .common import UsageError, check_folder, load_specs, output_format, read_input, select_pipelines, write_output
 
 
 def cmd_export(args) -> int:
@@ -38,6 +38,7 @@ def _read_csv(path: str, placement: str, ranks: int | None, name: str, microbatc
 
 
 def cmd_import(args) -> int:
+    check_folder(args.output)
     spec = _read_csv(args.file, args.placement, args.ranks,
                      re.sub(r"\W", "_", Path(args.file).stem) or "imported", args.microbatches)
     try:

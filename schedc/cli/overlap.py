@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..lang.chunk import derive_chunk, stage_chunks
-from .common import UsageError, load_specs, output_format, select_pipelines, write_output
+from .common import UsageError, load_specs, output_format, select_pipelines, to_png, write_output
 
 
 def _stages_of(spec, only: int | None):
@@ -76,7 +76,6 @@ def _format(spec, records) -> str:
 
 def cmd_overlap(args) -> int:
     from ..viz.pair import format_pair_svg
-    from ..viz.png import svg_to_png
 
     fmt = output_format(args.output, None, ("svg", "png"), "a pair picture") if args.output else None
     _source, specs = load_specs(args.file)
@@ -86,7 +85,7 @@ def cmd_overlap(args) -> int:
     if args.output:
         stages, chunk = groups[0]
         svg = format_pair_svg(derive_chunk(chunk), f"pipeline {spec.name}, stage {_stage_list(stages)}")
-        write_output(svg if fmt == "svg" else svg_to_png(svg), args.output, [args.file])
+        write_output(svg if fmt == "svg" else to_png(svg), args.output, [args.file])
     if args.json:
         sys.stdout.write(json.dumps({"pipeline": spec.name, "stages": records}, indent=2) + "\n")
     else:

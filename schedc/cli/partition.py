@@ -28,7 +28,9 @@ from ..partition.evaluate import Evaluation
 from ..partition.formats import deepspeed_parts, format_cost_block, format_megatron_layout, torchtitan_stages
 from ..partition.layers_json import read_layers_json
 from ..partition.problem import PartitionProblem, family_spec, split_spec
-from .common import UsageError, compiled_timeline, load_specs, output_format, select_pipelines, write_output
+from .common import (UsageError, compiled_timeline, load_specs, output_format, select_pipelines, to_png,
+                     write_output)
+from .draw import check_width, render_timeline
 
 
 def _read_json(path: str):
@@ -117,32 +119,46 @@ def _problem(args, ranks, speeds) -> PartitionProblem:
     return _json_problem(args, ranks, speeds)
 
 
+def _check_min_layers(args, problem: PartitionProblem) -> PartitionProblem:
+    """--min-layers that no split can meet is a usage error naming the flag and what fits."""
+    if args.min_layers is None or len(problem.model) >= problem.num_stages * args.min_layers:
+        return problem
+    fits = len(problem.model) // problem.num_stages
+    way_out = (f"--min-layers {fits} or less fits" if fits >= 1 else
+               "even one layer per stage does not fit: use fewer ranks")
+    raise UsageError(f"--min-layers {args.min_layers}: {problem.num_stages} stages x {args.min_layers} "
+                     f"layers is {problem.num_stages * args.min_layers}, but the model has "
+                     f"{len(problem.model)} layers; {way_out}")
+
+
 def cmd_partition(args) -> int:
-    after = build_report(_problem(args, args.ranks, args.speeds), args.budget)
+    fmt = output_format(args.viz, None, ("svg", "png"), "a timeline") if args.viz else None
+    check_width(args.width)  # the picture's format, folder and width: before the work and the report
+    after = build_report(_check_min_layers(args, _problem(args, args.ranks, args.speeds)), args.budget)
     before = None
     if args.from_ranks is not None or args.from_speeds is not None:
         previous = args.from_ranks if args.from_ranks is not None else after.problem.spec.ranks
-        before = build_report(_problem(args, previous, args.from_speeds), args.budget)
+        before = build_report(_check_min_layers(args, _problem(args, previous, args.from_speeds)), args.budget)
     if args.json:
         out = report_json(after)
         if before is not None:
             out["moves"] = moves_json(before, after)
         print(json.dumps(out, indent=1))
         return 0
+    svg = _draw(after, args.width) if args.viz else None  # a picture too large refused before the report
     print(format_report(after), end="")
     if before is not None:
         print("\n# re-balanced for the changed cluster\n" + format_moves(before, after))
-    if args.viz:
-        _draw(after, args.viz, args.width)
+    if svg is not None:
+        inputs = [after.problem.model.span.file if after.problem.model.span else args.file]
+        write_output(svg if fmt == "svg" else to_png(svg), args.viz, inputs)
     return 0
 
 
-def _draw(report, output: str, width: int | None) -> None:
-    """The uniform split and the chosen one, simulated, on one time axis (SVG or PNG)."""
-    from ..viz.png import svg_to_png
-    from ..viz.timeline import Panel, render_timeline_svg
+def _draw(report, width: int | None) -> str:
+    """The SVG of the uniform split and the chosen one, simulated, on one time axis."""
+    from ..viz.timeline import Panel
 
-    fmt = output_format(output, None, ("svg", "png"), "a timeline")
     problem, panels = report.problem, []
     for row in (report.rows[1], report.rows[0]):  # before (uniform), after (chosen)
         if row.result is None:
@@ -151,9 +167,7 @@ def _draw(report, output: str, width: int | None) -> None:
         spec = replace(split_spec(problem, row.result.bounds), name=f"{row.name} {layout}")
         compiled, timeline = compiled_timeline(spec)
         panels.append(Panel(compiled.spec, timeline))
-    svg = render_timeline_svg(panels, width=width)
-    write_output(svg if fmt == "svg" else svg_to_png(svg), output, [report.problem.model.span.file
-                                                              if report.problem.model.span else ""])
+    return render_timeline(panels, width)
 
 
 def _memory_text(memory: tuple[float, ...]) -> str:

@@ -7,6 +7,8 @@
   (a family, a hand-written order, the search) plug in where the order is made.
 - choose.py: `schedule = auto` (the fastest family that fits, then the search on its placement)
   and `placement = any` (the fastest placement): compile several variants, keep the shortest.
+- recompute.py: `recompute = auto` (each stage's recompute option chosen with the order, by the
+  family, the search or CP-SAT) and `recompute_bound` (the lower bound with recompute counted).
 - problems.py: verification problems turned into located diagnostics (a hand-written order's at
   the user's tokens; a family's memory over the limit at `limit`, with the smallest limit any plan
   can meet).

@@ -26,12 +26,27 @@ def shortest(variants) -> tuple[Compiled | None, float | None, list[str]]:
         try:
             compiled = compile_spec(make())
         except SchedError as error:
-            reasons.append(f"{label}: {error.diagnostics[0].message}")
+            why = error.diagnostics[0].message if error.diagnostics else "no plan found"
+            reasons.append(f"{label}: {why}")
             continue
         makespan = simulate(compiled.spec, compiled.dag, compiled.plan).makespan
         if best_time is None or makespan < best_time - 1e-9:
             best, best_time = compiled, makespan
+        if _interrupted(compiled):  # Ctrl-C in its search: no more variants
+            return _stop_at(compiled, best), best_time, reasons
     return best, best_time, reasons
+
+
+def _interrupted(compiled: Compiled) -> bool:
+    return bool(getattr(compiled.search, "interrupted", False))
+
+
+def _stop_at(interrupted: Compiled, best: Compiled) -> Compiled:
+    """After Ctrl-C: the interrupted search's plan when it is the best (it says it was
+    interrupted); else the Ctrl-C goes on up, as it would have without a search running."""
+    if best is not interrupted:
+        raise KeyboardInterrupt
+    return best
 
 
 def compile_auto(spec: PipelineSpec) -> Compiled:
@@ -61,7 +76,8 @@ def _searched(spec: PipelineSpec, best: Compiled, best_time: float) -> Compiled:
     except SchedError:
         return best
     makespan = simulate(found.spec, found.dag, found.plan).makespan
-    return found if makespan < best_time - 1e-9 else best
+    better = found if makespan < best_time - 1e-9 else best
+    return _stop_at(found, better) if _interrupted(found) else better
 
 
 def compile_best_placement(spec: PipelineSpec) -> Compiled:

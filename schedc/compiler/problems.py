@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..check.verify import Problem
 from ..errors import Diagnostic, Note, SchedError, Span
 from ..ir import Plan
+from ..passes.recompute import folded
 from ..lang.spec import PipelineSpec
 from ..viz.grid import format_grid
 
@@ -27,7 +28,7 @@ def raise_memory_problems(spec: PipelineSpec, plan: Plan, problems: list[Problem
     rows = tuple(tuple(x for x in row if x.is_compute) for row in plan.ranks)
     compute_index = sum(1 for x in plan.ranks[rank][:index] if x.is_compute)
     peak = peak_activations(spec, rows[rank], rank)
-    need = smallest_limit(spec)
+    need = smallest_limit(folded(spec))  # the pipeline's own recompute choice counted
     if need.value > spec.memory_limit + 1e-9:
         advice = (f"no schedule fits: the smallest limit any schedule of this pipeline can meet is "
                   f"{need.value:g} ({need.reason})")

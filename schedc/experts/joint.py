@@ -62,12 +62,13 @@ def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gp
     free = np.full((rows, m), per_gpu)
     slots = np.full((rows, m, per_gpu), -1, np.int64)
     remaining = np.full(rows, m * per_gpu)
+    whole = target * speeds.max(axis=1) + 1e-9  # the most one replica may carry
     for k in range(n):
         value, expert = ordered[:, k], order[:, k]
         room = capacity - load - (free - 1) * smallest[:, None]
         usable = (free > 0) & (value[:, None] <= room + 1e-9)
         count = np.ones(rows, np.int64)
-        hard = np.flatnonzero(~usable.any(axis=1) | (value > target * speeds.max(axis=1) + 1e-9))
+        hard = np.flatnonzero(~usable.any(axis=1) | (value > whole))
         if hard.size:
             most = np.minimum(cap, remaining[hard] - (n - k - 1))
             count[hard], usable[hard] = _split(value[hard], target[hard], speeds[hard], room[hard],
@@ -98,8 +99,14 @@ def _place(slots, load, free, usable, expert, value, count, speeds) -> None:
     """Put `count` replicas of each row's `expert` on its fullest usable GPUs (in place)."""
     rows, m, per_gpu = slots.shape
     key = np.where(usable, -load / speeds, np.inf)
-    chosen, mask = key.argmin(axis=1)[:, None], np.ones((rows, 1), bool)
     many = np.flatnonzero(count > 1)
+    if not many.size:  # one replica each: one GPU per row
+        r, g = np.arange(rows), key.argmin(axis=1)
+        slots[r, g, per_gpu - free[r, g]] = expert
+        load[r, g] += value
+        free[r, g] -= 1
+        return
+    chosen, mask = key.argmin(axis=1)[:, None], np.ones((rows, 1), bool)
     if many.size:
         width = int(count.max())
         wide = np.broadcast_to(chosen, (rows, width)).copy()

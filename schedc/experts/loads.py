@@ -3,11 +3,14 @@
 CSV (one row per layer, one column per expert; blank lines and `#` comments skipped), `.npy`,
 `.json` (a list of rows, or an object with "weight"/"loads"/"phy2log") and torch `.pt` (a tensor,
 or a dict holding one). A bad CSV cell is reported at `file:row:col` with the line and a caret.
+A file that cannot be read as its type at all is an `UnreadableFile` (the command line's usage or
+I/O error), with one short line saying why; wrong numbers in a readable file are a `SchedError`.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,15 @@ from ..errors import Diagnostic, SchedError, SourceFile, Span
 from .validate import fail
 
 SUFFIXES = (".csv", ".npy", ".json", ".pt", ".pth")
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every file numpy.save writes
+
+
+class UnreadableFile(SchedError):
+    """A loads or placement file that cannot be read as its type: missing, an unknown type, not
+    a .npy or torch file, or torch not installed (not a problem in the numbers it holds)."""
+
+    def __init__(self, message: str):
+        super().__init__([Diagnostic(message)])
 
 
 def _located(source: SourceFile, line: int, col: int, width: int, message: str) -> SchedError:
@@ -80,14 +92,35 @@ def _read_torch(path: Path, keys: tuple[str, ...]):
     try:
         import torch
     except ImportError:
-        raise fail(f"{path}: reading .pt files needs torch (pip install torch), or save the loads "
-                   "as .npy or .csv") from None
+        raise UnreadableFile(f"{path}: reading .pt files needs torch (pip install torch), or save "
+                             "the loads as .npy or .csv") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a bad file
-        raise fail(f"{path}: cannot read as a torch file ({exc.__class__.__name__}: {exc})") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols on its way to failing
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # torch raises many kinds on a bad file, some with a page of advice
+        if str(exc).startswith("Weights only load failed"):
+            raise fail(f"{path}: holds objects other than tensors, lists and dicts, which schedc does "
+                       "not load (torch.load with weights_only=True); save the tensor itself: "
+                       "torch.save(loads, path)") from None
+        raise UnreadableFile(f"{path}: not a file written by torch.save") from None
     data = _from_object(data, str(path), keys)
     return data.detach().double().numpy() if hasattr(data, "detach") else data
+
+
+def _read_npy(path: Path):
+    with open(path, "rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise UnreadableFile(f"{path}: not a .npy file (numpy.save writes one)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        if "allow_pickle" in str(exc):  # an array of Python objects, which numpy loads only by unpickling
+            raise fail(f"{path}: holds Python objects, not numbers; save a number array: "
+                       "numpy.save(path, loads.astype(float))") from None
+        raise UnreadableFile(f"{path}: not a readable .npy file ({exc})") from None
 
 
 def _parse_json(text: str, name: str):
@@ -103,20 +136,18 @@ def read_array(path: str, keys: tuple[str, ...] = ("weight", "loads")) -> np.nda
     file = Path(path)
     suffix = file.suffix.lower()
     if suffix not in SUFFIXES:
-        raise fail(f"{path}: unknown file type '{suffix}'; give one of {', '.join(SUFFIXES)}")
+        raise UnreadableFile(f"{path}: unknown file type '{suffix}'; give one of {', '.join(SUFFIXES)}")
     try:
         if suffix == ".csv":
             return parse_csv(file.read_text(encoding="utf-8"), path)
         if suffix == ".npy":
-            data = np.load(file, allow_pickle=False)
+            data = _read_npy(file)
         elif suffix == ".json":
             data = _from_object(_parse_json(file.read_text(encoding="utf-8"), path), path, keys)
         else:
             data = _read_torch(file, keys)
     except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
-    except ValueError as exc:  # bad JSON, or a .npy that is not one
-        raise fail(f"{path}: cannot read ({exc})") from None
+        raise UnreadableFile(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):

@@ -22,7 +22,13 @@ def gpu_loads(weight: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """Tokens per GPU, `[rows, m]`: each slot carries its expert's load / its replica count."""
     share = weight / np.maximum(counts_of(slots, weight.shape[1]), 1)
     rows = slots.shape[0]
-    return np.take_along_axis(share, slots.reshape(rows, -1), axis=1).reshape(slots.shape).sum(-1)
+    return _gather(share, slots.reshape(rows, -1)).reshape(slots.shape).sum(-1)
+
+
+def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`np.take_along_axis(values, index, axis=1)` for 2-D arrays, without its Python-level
+    checks (the exchange search calls it every round)."""
+    return values[np.arange(len(values))[:, None], index]
 
 
 def objective(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray:
@@ -119,7 +125,7 @@ def _swap_once(weight, counts, slots, speeds, distinct):
     slots and which rows changed."""
     rows, m, per_gpu = slots.shape
     row = np.arange(rows)
-    item = np.take_along_axis(weight / counts, slots.reshape(rows, -1), axis=1)
+    item = _gather(weight / counts, slots.reshape(rows, -1))
     load = item.reshape(rows, m, per_gpu).sum(-1)
     top_gpu = (load / speeds).argmax(axis=1)
     top = (load / speeds)[row, top_gpu]
@@ -130,12 +136,9 @@ def _swap_once(weight, counts, slots, speeds, distinct):
     new_other = (load[:, b_gpu][:, None, :] - item[:, None, :] + a_load[:, :, None]) / speeds[:, b_gpu][:, None, :]
     worse = np.maximum(new_top, new_other)
     bad = (b_gpu[None, None, :] == top_gpu[:, None, None])
-    if distinct:
-        n = weight.shape[1]
-        present = np.zeros((rows, n, m), bool)  # present[r, e, g]: GPU g holds expert e
-        present[np.repeat(row, m * per_gpu), slots.reshape(-1), np.tile(b_gpu, rows)] = True
-        b_on_top = present[row[:, None], slots.reshape(rows, -1), top_gpu[:, None]]
-        a_on_other = present[row[:, None], a_exp][:, :, b_gpu]
+    if distinct:  # b's expert already on the top GPU, or a's already on b's GPU
+        b_on_top = (slots.reshape(rows, -1)[:, :, None] == a_exp[:, None, :]).any(axis=2)
+        a_on_other = (slots[:, None, :, :] == a_exp[:, :, None, None]).any(axis=3)[:, :, b_gpu]
         bad = bad | b_on_top[:, None, :] | a_on_other
     worse = np.where(bad, np.inf, worse).reshape(rows, -1)
     best = worse.argmin(axis=1)

@@ -182,6 +182,10 @@ def exportable(spec: PipelineSpec) -> str | None:
                 "PyTorch's runtime has no way to express; export dualpipev (its V-placement "
                 "version), or gpipe, 1f1b, interleaved, zb-h1, zb-h2, zbv or a linear/V/loop "
                 "hand-written order")
+    if any(c != "none" for c in spec.recompute):
+        return ("its plan recomputes (R ops), and PyTorch's schedule CSV has no recompute action, "
+                "so a runtime reading it would hold every activation instead; export it with "
+                "`recompute = none` (and wrap the stages in torch.utils.checkpoint yourself)")
     return None
 
 

@@ -4,7 +4,8 @@ syntax.py parses text (grammar/schedc.lark, loaded as the schedc.grammar package
 located AST (parse_errors.py puts lark's failures in words a person knows); spec.py checks the AST
 into a PipelineSpec, every error at its place, with values.py (each written value: numbers bounded, words, choices, the op budget), costs.py (per-stage costs and
 their invariants, and re-cutting a model's stages) and layers.py / layers_check.py (the `layers`
-and `devices` blocks of `stages = auto`), chunk.py (a stage's cost as parts per layer); writer.py writes a PipelineSpec (and a plan as a
+and `devices` blocks of `stages = auto`), chunk.py (a stage's cost as parts per layer), recompute.py
+(the `recompute { }` block and choice per stage); writer.py writes a PipelineSpec (and a plan as a
 hand-written order) back as canonical .sched text; recut.py rewrites a checked spec for another
 family or placement, the same model's stages re-cut (`with_family`, `with_placement`).
 

@@ -19,6 +19,7 @@ _TERMINAL_NAMES = {
     "GRAD_SUM": "GRAD_SUM@peer", "FB_KEY": "'F&B'", "PIPELINE": "'pipeline'",
     "COST": "'cost'", "MEMORY": "'memory'", "ORDER": "'order'", "STAGE": "'stage'",
     "RANK": "'rank'", "LAYERS": "'layers'", "DEVICES": "'devices'", "STAR": "'*'",
+    "RECOMPUTE": "'recompute'",
     "$END": "the end of the file",
 }
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ..errors import Diagnostic, SchedError
 from .costs import recut_costs, recut_sizes
+from .recompute import recut_recompute
 from .spec import (FAMILY_PLACEMENT, OVERLAP_FAMILIES, PLACEMENTS, SEARCHES, SPLIT_FAMILIES,
                    PipelineSpec, check_pipeline)
 from .syntax import PipelineAST, Setting
@@ -56,7 +57,8 @@ def _same_model(spec: PipelineSpec, new: PipelineSpec) -> PipelineSpec:
     old = len(spec.weight_grad)
     return replace(new, costs=costs, activations=recut_sizes(spec.activations, stages),
                    parameters=recut_sizes(spec.parameters, stages) if spec.parameters else (),
-                   weight_grad=tuple(spec.weight_grad[t * old // stages] for t in range(stages)) if old else ())
+                   weight_grad=tuple(spec.weight_grad[t * old // stages] for t in range(stages)) if old else (),
+                   **recut_recompute(spec, stages))
 
 
 def _respecified(spec: PipelineSpec, family: str, keep_overrides: bool = True) -> PipelineSpec:
@@ -78,7 +80,7 @@ def _respecified(spec: PipelineSpec, family: str, keep_overrides: bool = True) -
                    split_backward=family in SPLIT_FAMILIES, overlap=family in OVERLAP_FAMILIES,
                    costs=(spec.costs[0],) * stages, activations=(spec.activations[0],) * stages,
                    weight_grad=spec.weight_grad[:1] * stages, parameters=spec.parameters[:1] * stages,
-                   order=None)
+                   order=None, **recut_recompute(spec, stages))
 
 
 def _ast_with_family(ast: PipelineAST, family: str, spec: PipelineSpec,
@@ -110,5 +112,5 @@ def with_placement(spec: PipelineSpec, placement: str) -> PipelineSpec:
         new = replace(spec, placement=placement, chunks=chunks, placements=(),
                       costs=spec.costs[:1] * stages, activations=spec.activations[:1] * stages,
                       weight_grad=spec.weight_grad[:1] * stages,
-                      parameters=spec.parameters[:1] * stages)
+                      parameters=spec.parameters[:1] * stages, **recut_recompute(spec, stages))
     return _same_model(spec, new)

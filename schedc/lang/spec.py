@@ -13,6 +13,7 @@ from ..errors import Note, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
 from .costs import StageCost, check_costs
 from .layers import LayeredStages
+from .recompute import RecomputeOption, check_recompute, check_order_recompute, chosen_option
 from .syntax import Block, OrderItem, PipelineAST, ProgramAST, Setting
 from .values import (check_op_budget, check_stage_exists, find_block, located_error, search_settings,
                      to_bool, to_choice, to_int, to_memory_number, unique_settings, unknown_key)
@@ -77,6 +78,8 @@ class PipelineSpec:
     seed: int = 0  # schedule = search: the seed of its random generator
     placements: tuple[str, ...] = ()  # placement = any: the placements the search may choose from
     layers: LayeredStages | None = None  # stages = auto: the layers the stages are cut from
+    recompute_options: tuple[tuple[RecomputeOption, ...], ...] = ()  # per stage (recompute.py)
+    recompute: tuple[str, ...] = ()  # per stage: none, auto or an option's name; () = none anywhere
 
     @property
     def num_stages(self) -> int:
@@ -109,12 +112,14 @@ class PipelineSpec:
         return self.costs[stage]
 
     def compute_ops(self):
-        """Every DAG node: F, and B or I+W, for each direction, stage and microbatch."""
+        """Every DAG node: F, R on a stage that recomputes, and B or I+W, for each direction,
+        stage and microbatch."""
         kinds = (OpKind.F, OpKind.I, OpKind.W) if self.split_backward else (OpKind.F, OpKind.B)
         for d in range(self.directions):
             for s in range(self.num_stages):
+                stage_kinds = kinds[:1] + (OpKind.R,) + kinds[1:] if chosen_option(self, s) else kinds
                 for j in range(self.microbatches_per_direction):
-                    for kind in kinds:
+                    for kind in stage_kinds:
                         yield Instr.compute(kind, d, s, j)
 
 
@@ -130,13 +135,17 @@ def spec_to_json(spec: PipelineSpec) -> dict:
         "activations": list(spec.activations), "memory_limit": spec.memory_limit,
         **({"weight_grad": list(spec.weight_grad)} if spec.weight_grad else {}),
         **({"parameters": list(spec.parameters)} if spec.parameters else {}),
+        **({"recompute": [{"choice": c, "options": [{"name": o.name, "cost": o.cost, "keeps": o.keeps}
+                                                    for o in opts]}
+                          for c, opts in zip(spec.recompute, spec.recompute_options)]}
+           if spec.recompute else {}),
     }
 
 
 # ---- checking an AST into a spec --------------------------------------------------------------
 
 _TOP_KEYS = ("ranks", "microbatches", "schedule", "placement", "chunks", "split_backward", "overlap",
-             "search_time", "seed", "stages", "min_stage_layers")
+             "search_time", "seed", "stages", "min_stage_layers", "recompute")
 _MEMORY_KEYS = ("activation", "limit", "weight_grad", "parameters")
 
 
@@ -257,6 +266,8 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
                         check_costs(ast, num_stages, split), memory["activation"], limit, None, source,
                         memory["weight_grad"], memory["parameters"], **searching)
+    options, choices = check_recompute(ast, settings.get("recompute"), num_stages, bool(ast.orders))
+    spec = replace(spec, recompute_options=options, recompute=choices)
     if placement == "bidirectional" and microbatches % 2:
         raise located_error(f"a bidirectional pipeline splits its microbatches between two directions, so "
                    f"microbatches must be even (got {microbatches})", settings["microbatches"].value_span)
@@ -280,6 +291,7 @@ def _with_order(spec: PipelineSpec, ast: PipelineAST) -> PipelineSpec:
         for index, item in enumerate(line.items):
             _check_token(spec, line.rank, item)
             tokens.append(((line.rank, index), item.span))
+        check_order_recompute(spec, line.items)
     order = tuple(tuple(item.instr for item in lines.get(r, ())) for r in range(spec.ranks))
     source = replace(spec.source, order_tokens=tuple(tokens), rank_lines=tuple(line_spans))
     return replace(spec, order=order, source=source)
@@ -322,5 +334,5 @@ def _check_op_fields(spec: PipelineSpec, rank: int, op: Instr, span: Span) -> No
     if op.kind in (OpKind.I, OpKind.W) and not spec.split_backward:
         raise located_error(f"'{op}' is a split backward op, but split_backward is off; "
                    "add `split_backward = true` or write B", span)
-    if op.kind in COMPUTE and op.kind not in BACKWARD | {OpKind.F}:
+    if op.kind in COMPUTE and op.kind not in BACKWARD | {OpKind.F, OpKind.R}:
         raise located_error(f"unknown op '{op}'", span)

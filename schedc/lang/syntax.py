@@ -87,17 +87,20 @@ class StageOverride:
     settings: tuple[Setting, ...]
     span: Span
     chunk: ChunkAST | None = None
+    sections: tuple[ChunkSection, ...] = ()  # a recompute block's options, `full { cost = 1 }`
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A `cost { ... }` or `memory { ... }` block (a cost block may hold a `chunk { }`)."""
+    """A `cost { ... }`, `memory { ... }` or `recompute { ... }` block (a cost block may hold a
+    `chunk { }`; a recompute block holds options, each a named section of settings)."""
 
     kind: str
     settings: tuple[Setting, ...]
     overrides: tuple[StageOverride, ...]
     span: Span
     chunk: ChunkAST | None = None
+    sections: tuple[ChunkSection, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +232,19 @@ class _Builder(Transformer):
         last = items[-1].span if items else stages[-1][1]
         first = stages[0][1]
         span = Span(self.file, first.line, first.col, last.end_line, last.end_col)
-        return StageOverride(stages, settings, span, _one_chunk(items))
+        sections = tuple(c for c in items if isinstance(c, ChunkSection))
+        return StageOverride(stages, settings, span, _one_chunk(items), sections)
 
     cost_stage = _override
     memory_stage = _override
+    recompute_stage = _override
+    recompute_choice = setting
 
     def _block(self, kind, children, meta):
         settings = tuple(c for c in children if isinstance(c, Setting))
         overrides = tuple(c for c in children if isinstance(c, StageOverride))
-        return Block(kind, settings, overrides, self._span(meta), _one_chunk(children))
+        sections = tuple(c for c in children if isinstance(c, ChunkSection))
+        return Block(kind, settings, overrides, self._span(meta), _one_chunk(children), sections)
 
     def chunk_setting(self, children):
         key, *values = children
@@ -263,6 +270,11 @@ class _Builder(Transformer):
 
     def cost_block(self, children):
         return ("cost", children)
+
+    def recompute_block(self, children):
+        return ("recompute", children)
+
+    recompute_option = chunk_section
 
     def memory_block(self, children):
         return ("memory", children)

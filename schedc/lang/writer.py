@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..ir import Instr, Plan, format_plan_text
+from .recompute import format_recompute
 from .spec import PipelineSpec, StageCost
 
 _COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "overlap"), ("comm", "comm"))
@@ -54,6 +55,7 @@ def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | No
     for key, values in (("weight_grad", spec.weight_grad), ("parameters", spec.parameters)):
         lines += [f"    stage {s} {{ {key} = {v:g} }}" for s, v in enumerate(values)]
     lines.append("  }")
+    lines += format_recompute(spec)
     if rows is not None:
         lines.append("  order {")
         lines += [f"    {line}" for line in format_plan_text(Plan(rows)).splitlines()]

@@ -4,7 +4,10 @@ parameters), against the per-rank limits.
 
 `Evaluator` compiles the family's plan once (a family's order does not depend on costs) and
 re-times it per split with `FastPlan`; it also reads off the plan how many microbatches of each
-stage a rank holds at once, for the per-stage memory condition the exact DP uses.
+stage a rank holds at once, for the per-stage memory condition the exact DP uses. With `recompute
+= auto` it compiles one plan per recompute choice it weighs (the same option on the first k
+stages in rank order, for each option and k, and none: `compiler.recompute.candidates`) and scores
+a split by the fastest of them that fits, so the split and the choice are made together.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass, replace
 
 from ..check.memory import peak_activations
 from ..compiler import compile_spec
+from ..compiler.recompute import candidates
+from ..lang.recompute import AUTO
 from .problem import Bounds, PartitionProblem, bottleneck, check_problem, rank_params, split_spec
 from .resimulate import FastPlan
 
@@ -41,10 +46,14 @@ class Evaluator:
     def __init__(self, problem: PartitionProblem):
         check_problem(problem)
         self.problem = problem
-        start = uniform_start(problem)
-        self.compiled = compile_spec(split_spec(problem, start))
-        self.inflight = _inflight(self.compiled)
-        self.fast = FastPlan(self.compiled)
+        start = split_spec(problem, uniform_start(problem))
+        choices = [start.recompute]
+        if AUTO in start.recompute:  # no recompute first
+            choices = sorted(candidates(start, 0), key=lambda c: sum(w != "none" for w in c))
+        self.variants = [compile_spec(replace(start, recompute=c)) for c in choices]
+        self.compiled = self.variants[0]  # the file's choice, or no recompute for `auto`
+        self.inflight = _loosest([_inflight(c) for c in self.variants])
+        self.fasts = [FastPlan(c) for c in self.variants]
         self.count = 0
         self.cache: dict[Bounds, Evaluation] = {}  # every split scored so far
 
@@ -54,12 +63,15 @@ class Evaluator:
         self.count += 1
         problem = self.problem
         spec = split_spec(problem, bounds)
-        makespan = self.fast.makespan(spec.costs)
         params = rank_params(problem, bounds)
-        memory = tuple(a + p for a, p in zip(self.fast.peaks(spec.activations), params))
         limits = problem.devices.limits
-        fits = all(limit is None or m <= limit + _TOL for m, limit in zip(memory, limits))
-        result = Evaluation(bounds, makespan, bottleneck(problem, bounds), memory, fits)
+        scored = []
+        for index, fast in enumerate(self.fasts):  # the fastest recompute choice that fits
+            memory = tuple(a + p for a, p in zip(fast.peaks(spec.activations), params))
+            fits = all(limit is None or m <= limit + _TOL for m, limit in zip(memory, limits))
+            scored.append((not fits, fast.makespan(spec.costs), index, memory))
+        misfit, makespan, _index, memory = min(scored)
+        result = Evaluation(bounds, makespan, bottleneck(problem, bounds), memory, not misfit)
         self.cache[bounds] = result
         return result
 
@@ -80,6 +92,12 @@ def uniform_start(problem: PartitionProblem) -> Bounds:
     """Equal layer counts per stage (a valid split to compile the plan with)."""
     n, stages = len(problem.model), problem.num_stages
     return tuple(round(k * n / stages) for k in range(stages + 1))
+
+
+def _loosest(tables: list[list[list[tuple[int, int, float]]]]) -> list[list[tuple[int, int, float]]]:
+    """Per stage and replica, the fewest microbatches held over the plans (any may be chosen)."""
+    return [[(d, r, min(t[s][k][2] for t in tables)) for k, (d, r, _h) in enumerate(tables[0][s])]
+            for s in range(len(tables[0]))]
 
 
 def _inflight(compiled) -> list[list[tuple[int, int, float]]]:

@@ -15,9 +15,10 @@ from collections import Counter
 from ..dag import ops_of
 from ..ir import OpKind
 from ..simulate import compute_graph
+from ..lang.recompute import chosen_option
 from ..lang.spec import StageCost
 
-_FIELD = {OpKind.F: 0, OpKind.B: 1, OpKind.I: 2, OpKind.W: 3}
+_FIELD = {OpKind.F: 0, OpKind.B: 1, OpKind.I: 2, OpKind.W: 3, OpKind.R: 4}
 
 
 class FastPlan:
@@ -33,6 +34,8 @@ class FastPlan:
         self.order = order
         self.preds = preds
         self.terms = [self._terms(plan.ranks[r][i]) for r, i in nodes]
+        options = [chosen_option(spec, s) for s in range(spec.num_stages)]
+        self.recompute = [0.0 if o is None else o.cost for o in options]  # R's time: the plan's choice
         self.profiles = [self._profile(spec, [x for x in row if x.is_compute]) for row in plan.ranks]
 
     @staticmethod
@@ -42,15 +45,19 @@ class FastPlan:
 
     @staticmethod
     def _profile(spec, row) -> list[tuple[tuple[int, float], ...]]:
-        """The distinct vectors of microbatches held per stage while each instruction runs."""
+        """The distinct vectors of microbatches held per stage while each instruction runs (a
+        recomputing stage's forward holds `keeps` of one, its R the rest)."""
         held: Counter = Counter()
         release = OpKind.W if spec.split_backward else OpKind.B
         seen = set()
         for instr in row:
             ops = ops_of(instr, spec.split_backward)
             for op in ops:
+                option = chosen_option(spec, op.stage)
                 if op.kind is OpKind.F:
-                    held[op.stage] += 1
+                    held[op.stage] += 1 if option is None else option.keeps
+                elif op.kind is OpKind.R:
+                    held[op.stage] += 1 - option.keeps
             seen.add(tuple(sorted((s, c) for s, c in held.items() if c)))
             for op in ops:
                 if op.kind is release:
@@ -58,7 +65,8 @@ class FastPlan:
         return [v for v in seen if v]
 
     def makespan(self, costs: tuple[StageCost, ...]) -> float:
-        table = [(c.forward, c.backward, c.backward - c.weight, c.weight) for c in costs]
+        table = [(c.forward, c.backward, c.backward - c.weight, c.weight, r)
+                 for c, r in zip(costs, self.recompute)]
         cost = [sum(table[s][f] for f, s in terms) for terms in self.terms]
         end = [0.0] * len(cost)
         preds = self.preds

@@ -1,4 +1,5 @@
-"""Passes from a compute order to a plan: `fuse_overlap`, then `lower_comm`.
+"""Passes from a compute order to a plan: `insert_recompute` (the R ops of stages that recompute),
+`fuse_overlap`, then `lower_comm`.
 
 May import the ground floor (errors, ir, dag) and lang/ (PipelineSpec). Must not import check/,
 schedules/, the compiler or anything above it: a pass rewrites values and proves nothing.
@@ -9,5 +10,6 @@ Libraries at module level: none
 
 from .fuse import fuse_overlap
 from .lower import lower_comm
+from .recompute import insert_recompute
 
-__all__ = ["fuse_overlap", "lower_comm"]
+__all__ = ["fuse_overlap", "insert_recompute", "lower_comm"]

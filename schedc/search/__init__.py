@@ -8,6 +8,8 @@
 - `bound`: a lower bound on any plan's makespan, and the smallest memory limit any plan can meet.
 - `strategy`: the compiler's entry (`find_order`): the limit checked, then the heuristic, CP-SAT or both.
 - `exact`: the exact model for OR-Tools CP-SAT (optional: `pip install schedc[optimal]`).
+- `progress`: progress reports for a caller that asks (`reporting`), and the Ctrl-C contract: a
+  search stopped by Ctrl-C returns its best plan so far with `SearchResult.interrupted` set.
 
 May import the ground floor (errors, ir, dag), lang/, schedules/ (the families, as seeds),
 passes/, check/ and simulate; the compiler imports it (`schedule = search`, `optimal`, `auto`), so

@@ -32,6 +32,7 @@ from .bound import lower_bound
 from .evaluate import evaluate_rows
 from .local_search import SearchResult, search_order, to_instrs
 from .problem import F, Problem, build_problem
+from .progress import Ticker
 
 MAX_OPS = 3000  # the largest model `optimal` takes (p = 8, m = 32 on a V has 1,536 ops)
 MEMORY_UNIT = 1000  # memory in thousandths of the file's unit
@@ -66,6 +67,8 @@ def solve_exact(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     start = search_order(replace(spec, search_time=min(HEURISTIC_TIME, spec.search_time / 10),
                                  overlap=False), prob.dag)
     floor = lower_bound(spec).value
+    if start.interrupted:  # Ctrl-C during the heuristic start: its plan, not proven
+        return replace(start, seconds=time.perf_counter() - began)
     if start.makespan <= floor + 1e-9:  # the heuristic reached the bound: optimal, no solver needed
         return replace(start, found_by=f"{start.found_by}; proven optimal by the lower bound",
                        proven_bound=floor, seconds=time.perf_counter() - began)
@@ -106,29 +109,79 @@ def improve_with_solver(prob: Problem, start: SearchResult, budget: float, seed:
     from ortools.sat.python import cp_model
 
     scale = _scale(prob)
-    model, starts, ends, _makespan = _model(cp_model, prob, scale, start, prove)
+    try:
+        model, starts, ends, _makespan = _model(cp_model, prob, scale, start, prove)
+    except KeyboardInterrupt:  # Ctrl-C while the model is built: the start plan, not proven
+        return replace(start, found_by=f"{start.found_by}; interrupted, not proven",
+                       seconds=time.perf_counter() - began, interrupted=True)
     solver = cp_model.CpSolver()
     solver.parameters.max_deterministic_time = budget * WORK_PER_SECOND
     solver.parameters.max_time_in_seconds = budget * SAFETY_FACTOR + 1
     solver.parameters.num_workers = 1  # one worker is deterministic; two are not
     solver.parameters.linearization_level = 0  # the LP cost up to 20x the time for nothing here
     solver.parameters.random_seed = seed
-    status = solver.Solve(model)
+    solver.parameters.catch_sigint_signal = False  # Ctrl-C is ours: `solve_stoppable` stops it
+    floor = lower_bound(prob.spec).value
+    ticker = Ticker("CP-SAT", floor, began)
+    status, interrupted = solve_stoppable(solver, model, scale, ticker, start.makespan)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return replace(start, found_by=f"{start.found_by} (CP-SAT found nothing better in time)",
-                       seconds=time.perf_counter() - began)
+        why = ("; interrupted while CP-SAT ran (nothing better yet), not proven" if interrupted
+               else " (CP-SAT found nothing better in time)")
+        return replace(start, found_by=f"{start.found_by}{why}", seconds=time.perf_counter() - began,
+                       interrupted=interrupted)
     rows = _rows(prob, [solver.Value(s) for s in starts], [solver.Value(e) for e in ends])
     value = evaluate_rows(prob, rows)
-    bound = max(solver.BestObjectiveBound() / scale, lower_bound(prob.spec).value)
+    bound = max(solver.BestObjectiveBound() / scale, floor)
     proven = status == cp_model.OPTIMAL
+    stopped = "interrupted, not proven" if interrupted else "stopped at the time budget"
     if value is None or value > start.makespan - 1e-9:  # the solver did not improve on the start
         rows, value, how = None, start.makespan, start.found_by
-        how += "; proven optimal by CP-SAT" if proven else f"; CP-SAT's proven bound {bound:g}"
+        if proven:
+            how += "; proven optimal by CP-SAT"
+        else:
+            how += f"; {'interrupted, not proven; ' if interrupted else ''}CP-SAT's proven bound {bound:g}"
     else:
-        how = "CP-SAT, proven optimal" if proven else f"CP-SAT, stopped at the time budget; proven bound {bound:g}"
+        how = "CP-SAT, proven optimal" if proven else f"CP-SAT, {stopped}; proven bound {bound:g}"
     result_rows = to_instrs(prob, rows) if rows is not None else start.rows
     return SearchResult(result_rows, start.pairs if rows is None else frozenset(), value, start.evaluations,
-                        time.perf_counter() - began, how, value if proven else bound)
+                        time.perf_counter() - began, how, value if proven else bound,
+                        interrupted=interrupted)
+
+
+def solve_stoppable(solver, model, scale: int, ticker: Ticker, best: float) -> tuple[int, bool]:
+    """`solver.Solve(model)` on a worker thread while this one waits, reports progress and takes
+    Ctrl-C (a signal reaches Python only between bytecodes of the main thread, never inside
+    Solve): on Ctrl-C the solver is told to stop and returns its best so far. Returns (status,
+    whether Ctrl-C stopped it)."""
+    import threading
+
+    from ortools.sat.python import cp_model
+
+    seen = {"best": best, "status": cp_model.UNKNOWN}
+
+    class _Found(cp_model.CpSolverSolutionCallback):
+        def on_solution_callback(self) -> None:
+            seen["best"] = min(seen["best"], self.ObjectiveValue() / scale)
+
+    def proven(bound: float) -> None:  # CP-SAT's proven bound, as it rises
+        ticker.bound = max(ticker.bound, bound / scale)
+
+    def solve() -> None:
+        seen["status"] = solver.Solve(model, _Found())
+
+    solver.best_bound_callback = proven
+
+    worker = threading.Thread(target=solve, name="schedc-cp-sat", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.1)
+            ticker.tick(seen["best"])
+        except KeyboardInterrupt:
+            interrupted = True
+            solver.stop_search()
+    return seen["status"], interrupted
 
 
 def _scale(prob: Problem) -> int:

@@ -111,6 +111,7 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
     banker = _Banker(prob, limit) if mode == BANKER else None
 
     memo: list[dict[int, bool]] = [{} for _ in range(p)]  # fits(o, r) until rank r's memory changes
+    unlimited = limit == INF  # no limit and no cap: every op fits, `fits` is not asked
 
     def fits(o: int, r: int) -> bool:
         if kind[o] != F:
@@ -150,7 +151,7 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
                 for o in cand[r]:
                     t = ready[o]
                     t = (t if t > fr else fr) + dur[o]
-                    if t < e and (kind[o] != F or fits(o, r)):
+                    if t < e and (unlimited or kind[o] != F or fits(o, r)):
                         e = t
                 cache[r] = e
             if e < best:
@@ -161,7 +162,8 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
         pick, pick_prio = -1, INF
         for o in cand[r]:
             start = ready[o] if ready[o] > fr else fr
-            if (start < best - EPS or start + dur[o] <= best + EPS) and prio[o] < pick_prio and fits(o, r):
+            if (start < best - EPS or start + dur[o] <= best + EPS) and prio[o] < pick_prio \
+                    and (unlimited or fits(o, r)):
                 pick, pick_prio = o, prio[o]
         start = ready[pick] if ready[pick] > fr else fr
         instr = (pick,)

@@ -27,6 +27,7 @@ from .evaluate import evaluate_rows
 from .list_scheduler import MODES, list_schedule
 from .bound import lower_bound
 from .problem import B, F, I, W, Problem, build_problem
+from .progress import Ticker
 
 RESTART_AFTER = 200  # list schedules without a better one before a restart
 _SHIFTS = (-6, -4, -3, -2, -1, 1, 2, 3, 4, 6)
@@ -44,6 +45,7 @@ class SearchResult:
     seconds: float
     found_by: str
     proven_bound: float | None = None  # schedule = optimal: the solver's proven lower bound
+    interrupted: bool = False  # Ctrl-C stopped it: the best plan so far, not proven (progress.py)
 
 
 def search_order(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
@@ -51,20 +53,41 @@ def search_order(spec: PipelineSpec, dag: Dag | None = None) -> SearchResult:
     began = time.perf_counter()
     prob = build_problem(spec, dag)
     rng = random.Random(spec.seed)
-    best_rows, best, found_by = None, float("inf"), "nothing"
-    for name, rows in family_seeds(spec, prob):
-        value = evaluate_rows(prob, rows)
-        if value is not None and value < best - 1e-9:
-            best_rows, best, found_by = rows, value, f"the {name} family"
-    budget = max(20, int(spec.search_time * EVALS_PER_OP_SECOND / max(prob.n, 1)))
-    state = _Search(prob, rng, spec.overlap, best, best_rows, found_by)
-    state.floor = lower_bound(spec).value + 1e-9  # reached: nothing better exists, stop
-    state.run(budget - budget // 6)  # work, not time, ends the search (the docstring says why)
-    state.polish(budget)
+    floor = lower_bound(spec).value
+    state = _Search(prob, rng, spec.overlap, float("inf"), None, "nothing")
+    state.floor, state.ticker = floor + 1e-9, Ticker("search", floor, began)  # at the floor: stop
+    budget = search_budget(spec, prob)
+    interrupted = False
+    try:
+        for name, rows in family_seeds(spec, prob):
+            state.offer_rows(evaluate_rows(prob, rows), rows, f"the {name} family")
+        if budget or state.best_rows is None:  # no budget: the best family's plan (one try if none)
+            budget = max(budget, 1)
+            state.run(budget - budget // 6)  # work, not time, ends the search (the docstring says why)
+            state.polish(budget)
+    except KeyboardInterrupt:  # Ctrl-C: the best plan so far, marked (progress.py)
+        if state.best_rows is None:
+            raise
+        interrupted = True
     if state.best_rows is None:
         raise SchedError([])  # the caller checked feasibility first; this is a bug guard
+    found_by = f"{state.found_by}; interrupted, not proven" if interrupted else state.found_by
     return SearchResult(to_instrs(prob, state.best_rows), _pairs(prob, state.best_rows), state.best,
-                        state.evaluations, time.perf_counter() - began, state.found_by)
+                        state.evaluations, time.perf_counter() - began, found_by, interrupted=interrupted)
+
+
+MANY_MICROBATCHES = 48  # per direction: above this a list schedule costs more per op (see below)
+
+
+def search_budget(spec: PipelineSpec, prob: Problem) -> int:
+    """List schedules that `search_time` buys. One costs about n ops x max(1, the microbatches a
+    rank can have ready at once / MANY_MICROBATCHES) (its scans over the ready ops; measured: 6 us
+    per op at 32 microbatches, 104 at 1,000), so above MANY_MICROBATCHES a schedule counts for
+    more and the floor of 20 falls with it, to 0 where the budget buys none (the search then
+    keeps the best family's plan: see `search_order`)."""
+    weight = max(1.0, spec.microbatches_per_direction / MANY_MICROBATCHES)
+    floor = 20 if weight == 1.0 else int(20 / weight)
+    return max(floor, int(spec.search_time * EVALS_PER_OP_SECOND / (max(prob.n, 1) * weight)))
 
 
 class _Search:
@@ -75,9 +98,17 @@ class _Search:
         self.best, self.best_rows, self.found_by = best, best_rows, found_by
         self.evaluations = 0
         self.floor = 0.0
+        self.ticker: Ticker | None = None
+
+    def offer_rows(self, value: float | None, rows, how: str) -> None:
+        """Keep `rows` when they evaluate (`value`) shorter than the best so far."""
+        if value is not None and value < self.best - 1e-9:
+            self.best, self.best_rows, self.found_by = value, rows, how
 
     def _try(self, prio, mode: tuple[int, float | None], cutoff: float):
         self.evaluations += 1
+        if self.ticker is not None:
+            self.ticker.tick(self.best)
         return list_schedule(self.prob, prio, mode[0], self.fuse, cutoff, mode[1])
 
     def _offer(self, schedule, how: str) -> None:
@@ -86,6 +117,8 @@ class _Search:
 
     def run(self, budget: int) -> None:
         self.budget = budget
+        if self.best <= self.floor:  # a family's plan is at the lower bound: nothing to find
+            return
         starts = []
         for name, prio in rule_priorities(self.prob):
             for mode in (MODES if self.prob.limit < float("inf") else MODES[:1]):
@@ -142,6 +175,8 @@ class _Search:
                 moved.insert(j, moved.pop(i))
             trial = rows[:r] + [moved] + rows[r + 1:]
             self.evaluations += 1
+            if self.ticker is not None:
+                self.ticker.tick(self.best)
             value = evaluate_rows(self.prob, trial)
             if value is not None and value <= current + 1e-9:
                 rows, current = trial, value

@@ -40,8 +40,8 @@ def search_then_solve(spec: PipelineSpec, dag: Dag) -> SearchResult:
     if not solver_helps(spec, prob):
         return search_order(spec, dag)
     found = search_order(replace(spec, search_time=spec.search_time * (1 - SOLVER_SHARE)), dag)
-    if found.makespan <= lower_bound(spec).value + 1e-9:
-        return found  # at the bound: nothing to prove
+    if found.interrupted or found.makespan <= lower_bound(spec).value + 1e-9:
+        return found  # Ctrl-C, or at the bound: nothing to prove
     return improve_with_solver(prob, found, spec.search_time * SOLVER_SHARE, spec.seed, began)
 
 

@@ -13,7 +13,7 @@ class DotMissing(SchedError):
     """The `dot` program is not installed (the .dot source can still be written)."""
 
 
-FILL = {"F": "#c6dbef", "B": "#fcbba1", "I": "#fdd0a2", "W": "#c7e9c0"}
+FILL = {"F": "#c6dbef", "B": "#fcbba1", "I": "#fdd0a2", "W": "#c7e9c0", "R": "#dadaeb"}
 
 
 def _graphviz():

@@ -3,12 +3,13 @@
 Each series (e.g. "no redundancy", "eplb", "best") is a `[layers, gpus]` array of tokens per GPU
 (time per GPU with speeds: load / speed). With at most `PANEL_LAYERS` layers, one panel per layer
 holds a group of bars per GPU, one bar per series, and a dashed line at the ideal (all tokens over
-all GPUs); with more, one heat map per series, layers as rows and GPUs as columns, coloured by
+all GPUs), every panel on one scale (ticks at its top and half); with more, one heat map per series, layers as rows and GPUs as columns, coloured by
 load / ideal. PNG comes from this SVG through cairosvg (viz/png.py).
 """
 
 from __future__ import annotations
 
+import math
 from xml.sax.saxutils import escape
 
 COLORS = ("#bab0ac", "#f28e2b", "#4e79a7", "#59a14f")
@@ -48,9 +49,20 @@ def _bars(series: dict, layer: int, x0: float, y0: float, width: float, top: flo
     ideal = float(sum(series[names[0]][layer])) / gpus
     y = y0 + PANEL_H - PANEL_H * ideal / top if top > 0 else y0 + PANEL_H
     out.append(f'<line x1="{x0}" y1="{y:.2f}" x2="{x0 + width:.1f}" y2="{y:.2f}" class="ideal"/>')
-    out.append(f'<text x="{PAD}" y="{y0 + 12}" class="tick">{top:.4g}</text>'
-               f'<text x="{PAD}" y="{y0 + PANEL_H}" class="tick">0</text>')
+    for fraction in (1.0, 0.5):  # the shared scale's ticks, the same on every layer's panel
+        y = y0 + PANEL_H * (1 - fraction)
+        out.append(f'<line x1="{x0 - 4}" y1="{y:.2f}" x2="{x0}" y2="{y:.2f}" class="axis"/>'
+                   f'<text x="{PAD}" y="{y + 4:.2f}" class="tick">{top * fraction:.4g}</text>')
+    out.append(f'<text x="{PAD}" y="{y0 + PANEL_H}" class="tick">0</text>')
     return out
+
+
+def _round_up(value: float) -> float:
+    """The scale's top: the smallest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k at or above `value`."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * power >= value * (1 - 1e-12))
 
 
 def _heat_color(ratio: float) -> str:
@@ -91,10 +103,10 @@ def render_expert_loads_svg(series: dict, title: str, width: int = 900) -> str:
     if layers <= PANEL_LAYERS:
         body += _legend(names, x0, y)
         y += 22
-        for layer in range(layers):
-            top = max(float(max(series[n][layer])) for n in names) * 1.05
+        top = _round_up(max(float(max(series[n][layer])) for n in names for layer in range(layers)))
+        for layer in range(layers):  # one scale for every layer, so their bars compare
             body.append(f'<text x="{x0}" y="{y + 10}" class="tick">layer {layer}: tokens per GPU '
-                        '(GPUs numbered below; dashed: ideal)</text>')
+                        '(GPUs numbered below; dashed: ideal; one scale for every layer)</text>')
             body += _bars(series, layer, x0, y + 14, plot_w, top)
             y += PANEL_H + 40
     else:

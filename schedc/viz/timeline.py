@@ -3,7 +3,9 @@
 One cell (`<g class="cell">`) per compute instruction, placed at its simulated start and end, with
 a `<title>` tooltip; an OVERLAP is its two halves (forward, backward) inside one shared border.
 Several timelines (`schedc viz --compare`) stack on one time axis. The SVG is written directly;
-PNG comes from it through cairosvg (viz/png.py).
+PNG comes from it through cairosvg (viz/png.py). Sized by default, a typical op is CELL pixels wide
+(narrower, down to MIN_CELL, past WIDE pixels); a picture over MAX_SIDE pixels a side is refused
+(`PictureTooLarge`, saying what to change), and a label too wide for its cell takes a smaller font.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ from xml.sax.saxutils import escape
 from ..ir import Instr, OpKind, format_instr
 from ..simulate import Timeline, instr_cost
 from ..lang.spec import PipelineSpec
+from .png import MAX_SIDE, PictureTooLarge
 
-COLORS = {OpKind.F: "#4e79a7", OpKind.B: "#e15759", OpKind.I: "#f28e2b", OpKind.W: "#59a14f"}
-REVERSE_COLORS = {OpKind.F: "#9fc3e7", OpKind.B: "#f4a6a7", OpKind.I: "#f9c48d", OpKind.W: "#a6d49a"}
+COLORS = {OpKind.F: "#4e79a7", OpKind.B: "#e15759", OpKind.I: "#f28e2b", OpKind.W: "#59a14f",
+          OpKind.R: "#9c6ade"}
+REVERSE_COLORS = {OpKind.F: "#9fc3e7", OpKind.B: "#f4a6a7", OpKind.I: "#f9c48d", OpKind.W: "#a6d49a",
+                  OpKind.R: "#d3bdf0"}
 NAMES = {OpKind.F: "forward", OpKind.B: "backward (full)", OpKind.I: "input-grad backward",
-         OpKind.W: "weight-grad backward"}
+         OpKind.W: "weight-grad backward", OpKind.R: "recompute (before its backward)"}
 ROW, LABEL, PAD, CHAR = 26, 64, 12, 6.2  # row height, rank label width, padding, px per char
 CAP_CHAR, CAP_LINE, LEG_ROW = 7.9, 17, 18  # caption px per char (13px bold), caption line, legend row
 CHUNK_DARKEN = 0.4  # the last chunk of a rank is its kind's color 40% of the way to black
 MIN_WIDTH = 420  # narrower, the legend's longest entry, the rank labels and a few cells do not fit
+CELL = 28  # pixels for a typical op (the median over the panels) in a picture sized by default
+WIDE = 3600  # pixels: a default picture grows to this width, then its cells narrow toward MIN_CELL
+MIN_CELL = 3  # pixels: narrower typical ops blur into bars; a default picture that needs them is refused
+SMALL_CHAR = 5.1  # px per char of a cell label in the small font, for cells too narrow for the usual one
 
 
 @dataclass(frozen=True)
@@ -33,11 +42,32 @@ class Panel:
     timeline: Timeline
 
 
-def _scale(makespan: float, width: int | None) -> float:
-    """Pixels per time unit: wide enough to read 8 x 20, at most ~3600 px for large pipelines."""
+def _typical_op(panels: list[Panel]) -> float:
+    """The median length of a compute op over every panel (in a comparison ZB-V's ops are half of
+    1F1B's: their labels then take the small font)."""
+    lengths = sorted(s.end - s.start for p in panels for s in p.timeline.slots if s.end > s.start)
+    return lengths[len(lengths) // 2] if lengths else 1.0
+
+
+def _scale(panels: list[Panel], makespan: float, width: int | None) -> float:
+    """Pixels per time unit. With `width`, the time axis fills it. By default a typical op gets
+    CELL pixels (its microbatch label fits); past WIDE pixels the ops narrow, down to MIN_CELL;
+    a picture still wider than MAX_SIDE is refused (`PictureTooLarge`) with what to change."""
+    room, makespan = LABEL + 2 * PAD, max(makespan, 1e-9)
     if width:
-        return max(0.5, (width - LABEL - 2 * PAD) / max(makespan, 1e-9))
-    return max(2.0, min(24.0, 3600 / max(makespan, 1e-9)))
+        return (width - room) / makespan
+    typical = _typical_op(panels)
+    scale = CELL / typical
+    if makespan * scale + room > WIDE:
+        scale = max((WIDE - room) / makespan, MIN_CELL / typical)
+    if makespan * scale + room > MAX_SIDE:
+        busiest = max(len(p.timeline.slots) // max(p.spec.ranks, 1) for p in panels)
+        raise PictureTooLarge(
+            f"this timeline (about {busiest:,} ops a rank) would be {makespan * scale + room:,.0f} "
+            f"pixels wide with a typical op {MIN_CELL} pixels wide; pictures are at most {MAX_SIDE:,} "
+            "pixels a side: draw fewer microbatches (the steady state repeats), or give --width (at "
+            f"most {MAX_SIDE:,}) to draw the ops narrower")
+    return scale
 
 
 def chunk_of(spec: PipelineSpec, op: Instr) -> int:
@@ -94,8 +124,9 @@ def _cell(spec: PipelineSpec, slot, x0: float, y: float, scale: float) -> str:
         out.append(f'<rect x="{hx:.2f}" y="{y + 2:.2f}" width="{hw:.2f}" height="{ROW - 4}" '
                    f'fill="{_fill(spec, op)}"/>')
         text = _label(op)
-        if hw >= len(text) * CHAR + 2:
-            css = "lbl dark" if op.direction else "lbl"
+        small = " sm" if hw < len(text) * CHAR + 2 else ""  # the small font where the usual does not fit
+        if hw >= len(text) * (SMALL_CHAR if small else CHAR) + 1:
+            css = ("lbl dark" if op.direction else "lbl") + small
             out.append(f'<text x="{hx + hw / 2:.2f}" y="{y + ROW / 2 + 4:.2f}" class="{css}">{escape(text)}</text>')
     border = "pair" if slot.instr.kind is OpKind.OVERLAP else "op"
     out.append(f'<rect class="{border}" x="{x:.2f}" y="{y + 2:.2f}" width="{w:.2f}" height="{ROW - 4}"/>')
@@ -183,7 +214,7 @@ def _legend(x0: float, y: float, right: float, items) -> tuple[list[str], float]
 
 
 _STYLE = ("<style>text{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;fill:#222}"
-          ".lbl{font-size:10px;text-anchor:middle;fill:#fff}.dark{fill:#222}.tick{font-size:10px;text-anchor:middle}"
+          ".lbl{font-size:10px;text-anchor:middle;fill:#fff}.sm{font-size:8px}.dark{fill:#222}.tick{font-size:10px;text-anchor:middle}"
           ".leg{font-size:11px}.note{font-size:11px;fill:#8a4b00}.cap{font-size:13px;font-weight:bold}.rank{font-size:11px}"
           ".op{fill:none;stroke:#ffffff;stroke-width:0.6}.pair{fill:none;stroke:#222;stroke-width:1.6}"
           ".axis{stroke:#555;stroke-width:1}.row{fill:#f4f4f4}</style>")
@@ -193,12 +224,12 @@ def render_timeline_svg(panels: list[Panel], width: int | None = None, notes: tu
     """The SVG of one or more timelines on one time axis (the longest sets the scale), at least
     MIN_WIDTH wide; legend, captions and `notes` (printed under the axis) wrap to the width."""
     makespan = max(p.timeline.makespan for p in panels)
-    scale = _scale(makespan, width)
+    scale = _scale(panels, makespan, width)
     x0 = LABEL + PAD
     total_w = max(x0 + makespan * scale + PAD, MIN_WIDTH)
     slots = [(p.spec, s) for p in panels for s in p.timeline.slots]
     kinds = sorted({op.kind for _, s in slots for op in (s.instr.parts or (s.instr,))},
-                   key=lambda k: "FBIW".index(k.value))
+                   key=lambda k: "FRBIW".index(k.value))
     items = _legend_items(kinds, any(s.instr.kind is OpKind.OVERLAP for _, s in slots),
                           any(p.spec.directions == 2 for p in panels), any(p.spec.chunks > 1 for p in panels))
     body, height = _legend(PAD, PAD, total_w - PAD, items)
@@ -222,6 +253,10 @@ def render_timeline_svg(panels: list[Panel], width: int | None = None, notes: tu
         body.append(f'<text x="{PAD}" y="{y + 10}" class="note">{spans}</text>')
         y += 14 * len(lines) + 4
     total_h = y
+    if total_h > MAX_SIDE:
+        raise PictureTooLarge(f"this timeline would be {total_h:,.0f} pixels tall ({sum(p.spec.ranks for p in panels)} "
+                              f"rank rows); pictures are at most {MAX_SIDE:,} pixels a side: compare "
+                              "fewer families, or draw a pipeline with fewer ranks")
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:.0f}" height="{total_h:.0f}" '
             f'viewBox="0 0 {total_w:.0f} {total_h:.0f}" data-scale="{scale:g}" data-x0="{x0}">')
     return "".join([head, _STYLE, '<rect width="100%" height="100%" fill="#ffffff"/>', *body, "</svg>\n"])
