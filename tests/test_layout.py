@@ -19,6 +19,7 @@ rule fail on it.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,14 @@ def test_rule_lines_parse():
     assert rules == {"May import:": frozenset({"errors", "ir"}), "Libraries at module level:": frozenset(),
                      "Libraries inside functions:": frozenset({"torch", "numpy"})}
     assert parse_rules("May import: everything")["May import:"] is None
+
+
+def test_every_package_folder_is_installed():
+    """pyproject's package list names every folder with an __init__.py, so a non-editable install
+    (CI's wheel, a user's pip install) ships it."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = set(re.findall(r'"(schedc(?:\.\w+)*)"', text.split("packages = [", 1)[1].split("]", 1)[0]))
+    found = {".".join(("schedc",) + init.parent.relative_to(PACKAGE).parts) for init in PACKAGE.rglob("__init__.py")}
+    found |= {".".join(("schedc", "backends") + init.parent.relative_to(BACKENDS).parts)
+              for init in BACKENDS.rglob("__init__.py")}
+    assert found <= listed, f"folders pyproject.toml does not install: {sorted(found - listed)}"

@@ -24,8 +24,12 @@ from ...errors import SchedError, SourceFile, render_error
 from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
 from .equivalence import TOLERANCE, batch, compare, make_optimizer, reference_run
+from .expert_parallel import join_groups
+from .expert_parallel.steps import (compare_overlap, member_batch, member_reference, refuse_unfit_model, report,
+                                    run_figures, scaled_loss, whole_losses)
 from .layers import stage_builder
 from .model_file import load_model
+from .profile.activation_memory import ActivationTally, report_memory
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
@@ -40,7 +44,10 @@ def compile_file(path: str, pipeline: str | None):
         if spec.layers is not None:  # stages = auto: every rank chooses the same split
             from ...partition.auto_stages import resolve_stages
             spec = resolve_stages(spec)
-        return compile_spec(spec)
+        compiled = compile_spec(spec)
+        if compiled.search is not None and compiled.search.interrupted:
+            raise KeyboardInterrupt  # a search cut short: each rank would hold another plan
+        return compiled
     except SchedError as error:
         raise SystemExit(render_error(error, SourceFile(path, text))) from None
     except StopIteration:
@@ -97,26 +104,30 @@ def _name_stuck_peers(store, rank: int, world: int) -> None:
 
 def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device) -> int:
     """Compare with the single-process run; every rank prints where it found a NaN or inf, rank 0
-    the largest relative error and PASS/FAIL. 0 when it passes."""
+    the largest relative error and PASS/FAIL. 0 when it passes. With EP groups each member
+    compares its experts and the whole microbatches' losses."""
     reference = reference_run(model, spec.num_stages, spec.microbatches, args.steps, dtype, args.lr, build)
+    reference = member_reference(reference, runner.experts)
+    losses = whole_losses(losses, runner.experts, comm_device)
     worst, problems = compare(runner.rank, runner.modules, grads, losses, reference)
     for problem in problems:
         print(f"check: {problem}", flush=True)
     worst = torch.tensor([worst], dtype=torch.float64, device=comm_device)
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)
     ok = worst.item() <= TOLERANCE[dtype]
-    if runner.rank == 0:
+    if dist.get_rank() == 0:
         print(f"largest relative error against a single-process run after {args.steps} training step(s) "
               f"(losses, gradients, parameters): {worst.item():.3e} (tolerance {TOLERANCE[dtype]:g}, "
               f"{args.dtype}): {'PASS' if ok else 'FAIL'}", flush=True)
     return 0 if ok else 1
 
 
-def _write_trace(path: str, runner, steps, compiled, rank: int, world: int) -> None:
-    """Write the trace of every step (`steps`: each step's records) and, on rank 0, compare the
-    measured step with the simulated one (`measure.py`)."""
+def _write_trace(path: str, runner, steps, compiled, rank: int, world: int, flights, ep: int) -> None:
+    """Write the trace of every step (`steps`: each step's records; `flights`: each step's
+    all-to-alls, a communication lane under the rank) and, on process 0, compare the measured step
+    with the simulated one (`measure.py`; with EP groups, member 0 of each rank)."""
     from ...simulate import simulate
-    from .measure import compare_with_simulation, merge_trace, write_rank_records
+    from .measure import compare_with_simulation, costs_in_milliseconds, merge_trace, write_rank_records
 
     origin = min((r.start for records in steps for r in records), default=0.0)
     start = torch.tensor([origin], dtype=torch.float64, device=runner.comm_device)
@@ -125,13 +136,15 @@ def _write_trace(path: str, runner, steps, compiled, rank: int, world: int) -> N
         for record in records:
             record.start -= start.item()
             record.end -= start.item()
-    write_rank_records(path, rank, steps)
+    flights = [[(label, posted - start.item(), done - start.item()) for label, posted, done in step]
+               for step in flights]
+    write_rank_records(path, rank, steps, flights)
     dist.barrier()
     if rank == 0:
-        parts = merge_trace(path, world)
+        parts = merge_trace(path, world, ep)[::ep]
         timeline = simulate(compiled.spec, compiled.dag, compiled.plan)
         print(f"wrote the measured trace to {path}")
-        print(compare_with_simulation(parts, timeline))
+        print(compare_with_simulation(parts, timeline, costs_in_milliseconds(compiled.spec)))
 
 
 def main(argv=None) -> int:
@@ -150,6 +163,8 @@ def main(argv=None) -> int:
     spec, plan = compiled.spec, compiled.plan
     model = load_model(args.model)
     build = model_stages(model, spec, args.file)  # a layer the model lacks fails here, before any group
+    if args.ep > 1:
+        refuse_unfit_model(build(spec.num_stages), batch(model, 1, 0, dtype)[0][0], args.ep)
     device, comm = pick_devices(args.device, args.comm, rank)
     comm_device = device if comm == "nccl" else torch.device("cpu")
     if args.overlap == "streams" and device.type != "cuda":
@@ -163,38 +178,61 @@ def main(argv=None) -> int:
         print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
               "with the same schedc everywhere", file=sys.stderr)
         return 1
-    if world != spec.ranks:
-        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}, but {world} processes run it")
-    runner = PipelineRunner(spec, plan, rank, lambda n: [m.to(dtype) for m in build(n)],
-                            model.loss_fn, device=device, free_sent_outputs=not args.keep_sent_outputs,
-                            comm_device=comm_device)
+    if world != spec.ranks * args.ep:
+        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}" + (
+            f" and --ep {args.ep}, so {spec.ranks * args.ep} processes" if args.ep > 1 else "")
+            + f", but {world} processes run it")
+    place = join_groups(rank, spec.ranks, args.ep)
+    runner = PipelineRunner(spec, plan, place.rank, lambda n: [m.to(dtype) for m in build(n)],
+                            scaled_loss(model.loss_fn, args.ep), device=device,
+                            free_sent_outputs=not args.keep_sent_outputs, comm_device=comm_device, experts=place)
     runner.synchronize_records = bool(args.trace)
+    if args.memory:
+        runner.tally = ActivationTally([p for m in runner.modules.values() for p in m.parameters()],
+                                       spec.activations)
     runner.overlap_way = args.overlap or runner.overlap_way
     store = dist.distributed_c10d._get_default_store()  # private, but the store init_process_group made
     watchdog = Watchdog(store, runner, limit=2 * args.timeout).start()
     optimizer = make_optimizer(model, [p for m in runner.modules.values() for p in m.parameters()], args.lr)
     step_records = []  # each step's instruction timings, for --trace
-    for step in range(args.steps):
+    flights = []  # each step's all-to-alls (label, posted, finished), for --trace
+
+    def one_step(step: int):
         for module in runner.modules.values():
             module.zero_grad(set_to_none=True)
-        inputs, targets = batch(model, spec.microbatches, step, dtype)
+        inputs, targets = member_batch(*batch(model, spec.microbatches, step, dtype), place)
+        if runner.tally is not None:
+            runner.tally.start_step()
         dist.barrier()  # a common start, so the ranks' measured times line up
         try:
             losses = runner.step(inputs, targets)
         except RuntimeError as error:
-            print(f"schedc: error: {error}", file=sys.stderr)
+            print(f"schedc: error: {place.describe()} (process {rank}): {error}", file=sys.stderr)
             _name_stuck_peers(store, rank, world)
             sys.stderr.flush()
             os._exit(1)  # do not wait for peers that will never answer
+        return losses
+
+    for step in range(args.steps):
+        losses = one_step(step)
         step_records.append(runner.records)
+        flights.append(runner.flights)
         grads = {key: [None if p.grad is None else p.grad.clone() for p in m.parameters()]
                  for key, m in runner.modules.items()} if args.check else {}
         if optimizer is not None:
             optimizer.step()
+    if args.ep > 1 or args.compare_overlap:
+        figures = run_figures(step_records, comm_device)
+        report(f"{runner.overlap_way} pairs" if args.compare_overlap else "measured", *figures, rank)
+        if args.compare_overlap:
+            compare_overlap(runner, lambda step: (one_step(step), runner.records)[1], args.steps, comm_device,
+                            rank, figures)
+    if args.memory:
+        report_memory(runner.tally, compiled, place, args.steps, comm_device, rank, world)
     runner.current = None
     watchdog.stop()
     if args.trace:
-        _write_trace(args.trace, runner, step_records, compiled, rank, world)
+        _write_trace(args.trace, runner, step_records, compiled, rank, world, flights, args.ep)
     status = 0
     if args.check:
         status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device)

@@ -12,7 +12,7 @@ W is the whole backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -34,6 +34,7 @@ class Root:
     out: torch.Tensor
     grad: torch.Tensor | None
     has_input: bool
+    chunk: object = None  # the forward's `ChunkRun` when the stage ran by chunk parts
 
 
 def stage_forward(module: torch.nn.Module, x: torch.Tensor, loss_fn: Callable | None = None,
@@ -54,6 +55,10 @@ def backward_input(module: torch.nn.Module, root: Root, use_helpers: bool | None
     With PyTorch's pipelining helpers the gradients at the ops that use parameters are kept, so W
     does only the local weight work; without them W walks the stage's graph again."""
     use_helpers = SPLIT_WITH_TORCH_HELPERS if use_helpers is None else use_helpers
+    # From a loss (the last stage) the helpers leave one saved tensor of each microbatch alive until
+    # the step ends (`--memory` measured it: 5 activations held where the plan holds 2), so the
+    # last stage takes the plain split
+    use_helpers = use_helpers and root.grad is not None
     if not root.has_input:  # no input gradient to compute: I is empty, W does the one backward
         return None, ("output", (root.out, root.grad))
     if use_helpers:
@@ -67,6 +72,9 @@ def backward_input(module: torch.nn.Module, root: Root, use_helpers: bool | None
 def backward_weight(module: torch.nn.Module, pending) -> None:
     """W: the weight gradients, accumulated into `.grad`, from what `backward_input` kept."""
     how, saved = pending
+    if how == "chunk":  # an input-only backward by chunk parts kept each part's roots
+        saved.weight(module.parameters())
+        return
     if how == "groups":
         stage_backward_weight(module.parameters(), saved)
         return
@@ -88,6 +96,24 @@ class Pair:
     module1: torch.nn.Module
     root1: Root
     full1: bool = True
+
+
+class OverlapHook(Protocol):
+    """The optional hook a stage module's class may define (modelled on DeepSeek's DualPipe):
+
+        @classmethod
+        def overlapped_forward_backward(cls, module0, inputs0, criterion0, labels0,
+                                        module1, loss1, outputs1, output_grads1):
+            ...  # run module0's forward and module1's backward together
+            return outputs0, loss0
+
+    `criterion0`/`labels0` are given when module0 is the last stage (`loss0` is then its loss,
+    else None); `loss1` is given when module1 is the last stage (then `outputs1` and
+    `output_grads1` are None). The hook must leave module1's parameter gradients accumulated and
+    the input of module1's forward with its `.grad` set, as `torch.autograd.backward` would.
+    `outputs1` was sent, so its storage may have been given back (`release_storage`): it keeps
+    its shape and its place in the graph, not its values; use it as the root of the backward.
+    """
 
 
 def overlap_hook(module: torch.nn.Module):

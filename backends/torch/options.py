@@ -58,10 +58,20 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--trace", dict(help="write a Chrome trace of every step as it ran, and compare measured (the median "
                      "of the steps after the first) and simulated step time and per-rank idle (ranks on one "
                      "host)")),
-    ("--overlap", dict(choices=("streams", "sequential"), help="how an overlapped F&B pair without the "
-                       "stage's hook runs: the forward on a second CUDA stream beside the backward (default on "
-                       "cuda), or the forward then the backward (default on cpu); `--profile` times both and "
-                       "says which pays")),
+    ("--overlap", dict(choices=("chunks", "streams", "sequential"), help="how an overlapped F&B pair runs: "
+                       "chunks, the two microbatches' chunk parts interleaved so one's all-to-all is in flight "
+                       "while the other computes (the default when the model declares chunk parts, e.g. "
+                       "examples/models/moe.py); streams, the forward on a second CUDA stream beside the "
+                       "backward (default on cuda otherwise); sequential, the forward then the backward "
+                       "(default on cpu otherwise); `--profile` times streams and sequential and says which pays")),
+    ("--ep", dict(type=positive_int, default=1, help="expert parallelism: each pipeline rank is held by EP "
+                  "processes (ranks x EP in all), each MoE layer's experts sharded over them, dispatch and "
+                  "combine all-to-alls between them; EP must divide every MoE layer's experts")),
+    ("--memory", dict(action="store_true", help="count the activations autograd saves (and the inputs a "
+                      "recomputing stage keeps) and print each rank's peak beside the simulator's, in the file's "
+                      "activation units (from the second step on; the first measures each stage's unit)")),
+    ("--compare-overlap", dict(action="store_true", help="after the steps, run them again with overlapped "
+                               "pairs sequential and print both step times and exposed communication")),
     ("--keep-sent-outputs", dict(action="store_true", help="keep each sent stage output's storage until "
                                  "its backward (by default it is given back once sent; keep it only when a "
                                  "stage keeps and reads the tensor it returns)")),

@@ -4,36 +4,40 @@ Each rank runs its list in order, with the stage compute of `compute.py` (which 
 - `F`: the stage's forward on the microbatch's input (the batch for stage 0, else the received or
   locally handed-over activation); the last stage applies the loss.
 - `B`: the full backward (input and weight gradients) by `torch.autograd.backward`.
-- `I` / `W`: the split backward through autograd alone, no custom autograd function asked of the
-  user. With PyTorch's pipelining helpers (`stage_backward_input` / `stage_backward_weight`), `I`
-  keeps the gradients at the ops that use parameters so `W` only does the local weight work;
-  without them (`SPLIT_WITH_TORCH_HELPERS = False` or an older torch), `I` is
-  `torch.autograd.grad(output, input, retain_graph=True)` and `W` is
-  `torch.autograd.grad(output, params)`, which walks the stage's graph a second time.
-- `OVERLAP(F, B)`: the stage module's `overlapped_forward_backward` hook when its class has one
-  (DualPipe's contract, see `OverlapHook`); else `overlap_way`: "streams" (the CUDA default), the
-  forward on a second stream while the backward runs on the current one, or "sequential" (the CPU
-  default), the forward and then the backward.
-- `SEND_*` posts an `isend`; `RECV_*` takes a received tensor, in the order the plan fixes, which
-  both peers agree on (verified by the compiler). A sent tensor is kept until its transfer reports
-  completion (NCCL) or the plan proves the peer has it (`sends_received_before`), then let go; a
-  sent stage output gives its own reference to the storage back at once (`release_storage`),
-  keeping only its place in the autograd graph. The first step's
-  first transfer on each edge carries the tensor's shape and dtype; from then on every RECV also
-  posts the `irecv`s of the next `lookahead` RECVs from the same peer, so data lands while the rank
-  computes (posting them in plan order keeps each channel's order).
-- `GRAD_SUM`: the two replicas of each stage (bidirectional pipelines) exchange and sum their
-  gradients, so both hold the gradient of the whole batch.
+- `I` / `W`: the split backward through autograd alone (compute.py: PyTorch's pipelining helpers
+  when present, so W does only the local weight work), no custom autograd function asked of the user.
+- `R` (recompute): the stage's F ran under `torch.no_grad()`, keeping only its input; R runs the
+  forward again with autograd, right before the backward it feeds (the whole stage, whichever
+  option the plan chose: the option's `keeps` is the model's estimate, the run drops everything).
+- `OVERLAP(F, B)`: when both stages declare chunk parts (expert_parallel/parts.py) and
+  `overlap_way` is "chunks" (the default then), the two chunks' parts interleaved so one
+  microbatch's all-to-all is in flight while the other computes (DeepSeek's order); else the
+  stage module's `overlapped_forward_backward` hook when its class has one (DualPipe's contract,
+  see compute.OverlapHook); else "streams" (the CUDA default), the forward on a second stream while the
+  backward runs on the current one, or "sequential" (the CPU default), the forward and then the
+  backward. A stage with chunk parts runs F, B, I and W part by part too, each all-to-all waited
+  for at once; the time the compute lane waited on all-to-alls is each record's `waited`.
+- Expert parallelism (`experts`, expert_parallel/groups.py): this process is one member of its
+  pipeline rank's EP group; its stages keep their share of the experts, transfers go to the same
+  member of the peer rank's group, and after the step the dense gradients are summed over the group.
+- `SEND_*` posts an `isend`, kept until it reports completion (NCCL) or the plan proves the peer
+  has it (`sends_received_before`); a sent stage output gives its storage back at once
+  (`release_storage`). `RECV_*` takes a received tensor in the plan's order (both peers agree: the
+  compiler verified it); the first step's first transfer on an edge carries shape and dtype, later
+  every RECV posts the `irecv`s of the next `lookahead` RECVs from that peer (in plan order).
+- `GRAD_SUM`: the two replicas of each stage (bidirectional pipelines) sum their gradients.
+- `--memory` (`tally`, profile/activation_memory.py): the activations autograd saves, counted.
 Gradients accumulate in the modules' `.grad` (sum over microbatches); the optimizer is the user's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -42,25 +46,10 @@ from ...ir import Instr, OpKind, Plan
 from ...lang.spec import PipelineSpec
 from .compute import (Pair, Root, backward_input, backward_weight, full_backward, run_pair,
                       stage_forward)
-from .transfers import META_SIZE, WIRE_DTYPES, release_storage, sends_received_before
-
-
-class OverlapHook(Protocol):
-    """The optional hook a stage module's class may define (modelled on DeepSeek's DualPipe):
-
-        @classmethod
-        def overlapped_forward_backward(cls, module0, inputs0, criterion0, labels0,
-                                        module1, loss1, outputs1, output_grads1):
-            ...  # run module0's forward and module1's backward together
-            return outputs0, loss0
-
-    `criterion0`/`labels0` are given when module0 is the last stage (`loss0` is then its loss,
-    else None); `loss1` is given when module1 is the last stage (then `outputs1` and
-    `output_grads1` are None). The hook must leave module1's parameter gradients accumulated and
-    the input of module1's forward with its `.grad` set, as `torch.autograd.backward` would.
-    `outputs1` was sent, so its storage may have been given back (`release_storage`): it keeps
-    its shape and its place in the graph, not its values; use it as the root of the backward.
-    """
+from .expert_parallel import (ChunkRun, ExpertParallel, interleave, parts_of, sequential, shard_experts,
+                              sum_dense_gradients)
+from .transfers import (META_SIZE, read_shape_message, release_storage, sends_received_before, shape_message,
+                        sum_with_mirror)
 
 
 @dataclass
@@ -71,6 +60,7 @@ class Record:
     instr: Instr
     start: float
     end: float
+    waited: float = 0.0  # seconds the compute lane waited on all-to-alls inside it
 
 
 @dataclass
@@ -81,6 +71,7 @@ class _StepState:
     grads: dict = field(default_factory=dict)  # (d, s, j) -> gradient of the stage's output
     input_grads: dict = field(default_factory=dict)  # (d, s, j) -> input gradient waiting for SEND_B
     pending_w: dict = field(default_factory=dict)  # (d, s, j) -> what W needs
+    chunks: dict = field(default_factory=dict)  # (d, s, j) -> its forward's ChunkRun (chunk parts)
     posted: dict = field(default_factory=dict)  # plan index of a RECV -> (work, buffer)
     upcoming: dict = field(default_factory=dict)  # peer -> plan indices of its RECVs not yet posted
     sends: dict = field(default_factory=dict)  # peer -> deque of [works, tensor], one per plan SEND
@@ -95,13 +86,16 @@ class PipelineRunner:
     output's storage back once sent (see `release_storage`); turn it off when a stage module keeps
     its own reference to the tensor it returns and reads it later. `comm_device`: where transfers
     live, the compute device by default (NCCL on CUDA); "cpu" stages CUDA tensors through host
-    memory, for gloo (several ranks sharing one GPU, which NCCL refuses)."""
+    memory, for gloo (several ranks sharing one GPU, which NCCL refuses). `experts`: this process's
+    place in an expert-parallel run (default: no EP group)."""
 
     def __init__(self, spec: PipelineSpec, plan: Plan, rank: int,
                  build_stages: Callable[[int], list[torch.nn.Module]],
                  loss_fn: Callable, group=None, device: torch.device | str = "cpu", lookahead: int = 2,
-                 free_sent_outputs: bool = True, comm_device: torch.device | str | None = None):
+                 free_sent_outputs: bool = True, comm_device: torch.device | str | None = None,
+                 experts: ExpertParallel | None = None):
         self.spec, self.plan, self.rank = spec, plan, rank
+        self.experts = experts or ExpertParallel(rank, 0, 1)
         self.row = plan.ranks[rank]
         self.loss_fn, self.group, self.device = loss_fn, group, torch.device(device)
         self.comm_device = torch.device(comm_device) if comm_device is not None else self.device
@@ -110,31 +104,37 @@ class PipelineRunner:
             raise ValueError(f"build_stages({spec.num_stages}) returned {len(built)} modules")
         self.modules = {(d, s): (built[s] if d == 0 else copy.deepcopy(built[s])).to(self.device)
                         for d, s in spec.stages_of(rank)}
+        shard_experts(self.modules.values(), self.experts)
+        self.parts = {key: parts_of(module) for key, module in self.modules.items()}
         self.meta: dict = {}  # edge key -> (shape, dtype), agreed at the first step
         self.records: list[Record] = []
         self.lookahead = lookahead
         self.free_sent_outputs = free_sent_outputs
         # overlapped pairs without a hook: "streams" (CUDA) or "sequential"; `--profile` says which pays
         self.overlap_way = "streams" if self.device.type == "cuda" else "sequential"
+        if any(parts is not None for parts in self.parts.values()):
+            self.overlap_way = "chunks"
+        self.flights: list = []  # (label, posted, finished) of each all-to-all (chunk parts), for the trace
+        self._waited = 0.0
         self._side_stream = None  # where their forwards run on two streams
         self.synchronize_records = False  # CUDA: wait for the GPU after each instruction, so
         # `records` hold the GPU's times rather than the launch times (slows the step: for traces)
         self.received_proof = sends_received_before(plan, rank)
+        self.recomputed = {_key(x) for x in self.row if x.kind is OpKind.R}  # their F runs without autograd
+        self.tally = None  # an ActivationTally (--memory)
         self.current: tuple[str, float] | None = None  # what runs and since when (wall clock; watch.py)
-
-    # ---- the step ---------------------------------------------------------------------------
 
     def step(self, inputs: list[torch.Tensor] | None, targets: list[torch.Tensor] | None) -> dict[int, torch.Tensor]:
         """One training step over all microbatches. `inputs`/`targets`: one tensor per global
         microbatch (needed on the ranks holding the first / last stage). Returns the losses this
         rank computed, by global microbatch."""
         state = _StepState()
-        self.records = []
-        self._inputs, self._targets = inputs, targets
+        self.records, self.flights, self._inputs, self._targets = [], [], inputs, targets
         self._plan_receives(state)
         for index, instr in enumerate(self.row):
             self._index = index
             self.current = (str(instr), time.time())
+            self._waited = 0.0
             start = time.perf_counter()
             try:
                 self._execute(instr, state)
@@ -142,9 +142,10 @@ class PipelineRunner:
                 raise RuntimeError(f"rank {self.rank}, instruction {index} ({instr}): {exc}") from exc
             if self.synchronize_records and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.records.append(Record(index, instr, start, time.perf_counter()))
+            self.records.append(Record(index, instr, start, time.perf_counter(), self._waited))
         for peer, queue in state.sends.items():
             self._let_go(state, peer, proven=state.released.get(peer, 0) + len(queue))
+        sum_dense_gradients(self.modules.values(), self.experts)
         self.current = ("between steps", time.time())
         return state.losses
 
@@ -169,13 +170,15 @@ class PipelineRunner:
             if self.free_sent_outputs:
                 release_storage(output)
         elif kind is OpKind.RECV_F:
-            state.inputs[_key(instr)] = self._recv(state, instr.peer, ("F", instr.direction, instr.stage - 1))
+            state.inputs[_key(instr)] = self._recv(state, instr.peer, _edge_of(instr))
         elif kind is OpKind.SEND_B:
             self._send(state, state.input_grads.pop(_key(instr)), instr.peer, ("B", instr.direction, instr.stage))
         elif kind is OpKind.RECV_B:
-            state.grads[_key(instr)] = self._recv(state, instr.peer, ("B", instr.direction, instr.stage + 1))
+            state.grads[_key(instr)] = self._recv(state, instr.peer, _edge_of(instr))
         elif kind is OpKind.GRAD_SUM:
-            self._grad_sum(instr.peer)
+            sum_with_mirror(self.modules, self._process(instr.peer), self.group, self.comm_device, self.device)
+        elif kind is OpKind.R:
+            self._recompute(instr, state)
 
     def _stage_input(self, d: int, s: int, j: int, state: _StepState) -> torch.Tensor:
         if s == 0:
@@ -190,11 +193,57 @@ class PipelineRunner:
     def _forward(self, op: Instr, state: _StepState) -> None:
         d, s, j = _key(op)
         x = self._stage_input(d, s, j, state)
-        out, loss = stage_forward(self.modules[(d, s)], x, *self._loss_and_target(d, s, j))
-        self._keep_forward(d, s, j, x, out, loss, state)
+        if (d, s, j) not in self.recomputed:
+            self._keep_forward(d, s, j, x, *self._run_forward(d, s, j, x), state)
+            return
+        with torch.no_grad():  # R rebuilds the graph: keep the input, pass the output on
+            out, loss, _chunk = self._run_forward(d, s, j, x)
+        self._keep_forward(d, s, j, x, out, loss, None, state)
+        state.saved[(d, s, j)] = x  # R replaces it with (input, output or loss)
+        if self.tally is not None:
+            self.tally.hold_input((d, s, j), s, x)
 
-    def _keep_forward(self, d: int, s: int, j: int, x, out, loss, state: _StepState) -> None:
+    def _recompute(self, op: Instr, state: _StepState) -> None:
+        d, s, j = _key(op)
+        x = state.saved.pop((d, s, j))
+        if self.tally is not None:
+            self.tally.release_input((d, s, j))
+        out, loss, chunk = self._run_forward(d, s, j, x)
+        state.saved[(d, s, j)] = (x, out if loss is None else loss)
+        if chunk is not None:
+            state.chunks[(d, s, j)] = chunk
+
+    def _chunk(self, d: int, s: int, j: int, x) -> ChunkRun:
+        label = f"stage {s}" + (f" direction {d}" if d else "") + f" microbatch {j}"
+        return ChunkRun(self.parts[(d, s)], x, label, *self._loss_and_target(d, s, j), log=self.flights)
+
+    def _run_forward(self, d: int, s: int, j: int, x):
+        """The stage's forward: (output, loss or None, ChunkRun or None)."""
+        with self._saving(s):
+            if self.parts[(d, s)] is None:
+                return (*stage_forward(self.modules[(d, s)], x, *self._loss_and_target(d, s, j)), None)
+            chunk = self._chunk(d, s, j, x)
+            self._waited += sequential(chunk.forward())
+            return chunk.out, chunk.loss, chunk
+
+    def _saving(self, stage: int):
+        return self.tally.saving(stage) if self.tally is not None else contextlib.nullcontext()
+
+    def _run_backward(self, module, root: Root, full: bool):
+        """The stage's backward (full, or input-only): (input gradient, what W needs or None)."""
+        if root.chunk is None:
+            return (full_backward(root), None) if full else backward_input(module, root)
+        self._waited += sequential(self._chunk_backward(module, root, full))
+        return (root.x.grad if root.has_input else None), (None if full else ("chunk", root.chunk))
+
+    @staticmethod
+    def _chunk_backward(module, root: Root, full: bool):
+        return root.chunk.backward(root.grad, weights=full, params=() if full else list(module.parameters()))
+
+    def _keep_forward(self, d: int, s: int, j: int, x, out, loss, chunk, state: _StepState) -> None:
         """Save what the stage's backward needs; pass the output on (loss on the last stage)."""
+        if chunk is not None:
+            state.chunks[(d, s, j)] = chunk
         if loss is not None:
             state.losses[self._global(d, j)] = loss.detach()
             state.saved[(d, s, j)] = (x, loss)
@@ -208,15 +257,14 @@ class PipelineRunner:
     def _root(self, d: int, s: int, j: int, state: _StepState) -> Root:
         x, out = state.saved.pop((d, s, j))
         grad = None if s == self.spec.num_stages - 1 else state.grads.pop((d, s, j))
-        return Root(x, out, grad, has_input=s > 0)
+        return Root(x, out, grad, has_input=s > 0, chunk=state.chunks.pop((d, s, j), None))
 
     def _backward(self, op: Instr, state: _StepState, full: bool) -> None:
         d, s, j = _key(op)
         root = self._root(d, s, j, state)
-        if full:
-            input_grad = full_backward(root)
-        else:
-            input_grad, state.pending_w[(d, s, j)] = backward_input(self.modules[(d, s)], root)
+        input_grad, pending = self._run_backward(self.modules[(d, s)], root, full)
+        if not full:
+            state.pending_w[(d, s, j)] = pending
         self._hand_back(d, s, j, input_grad, state)
 
     def _weight(self, op: Instr, state: _StepState) -> None:
@@ -232,49 +280,66 @@ class PipelineRunner:
             state.input_grads[(d, s, j)] = input_grad
 
     def _overlap(self, instr: Instr, state: _StepState) -> None:
-        """OVERLAP(F, B or I): `run_pair` (the stage's hook, or `overlap_way`)."""
+        """OVERLAP(F, B or I): the chunks' parts interleaved, or `run_pair` (the stage's hook, or
+        `overlap_way`)."""
         forward, backward = instr.parts
         d0, s0, j0 = _key(forward)
         d1, s1, j1 = _key(backward)
         full = backward.kind is OpKind.B
+        if (d0, s0, j0) in self.recomputed:  # a forward without autograd: then the backward
+            self._forward(forward, state)
+            self._backward(backward, state, full=backward.kind is OpKind.B)
+            return
         x0 = self._stage_input(d0, s0, j0, state)
-        loss_fn0, target0 = self._loss_and_target(d0, s0, j0)
-        pair = Pair(self.modules[(d0, s0)], x0, loss_fn0, target0, self.modules[(d1, s1)],
-                    self._root(d1, s1, j1, state), full)
-        if self.overlap_way == "streams" and self._side_stream is None:
-            self._side_stream = torch.cuda.Stream(self.device)
-        out0, loss0, input_grad, pending = run_pair(pair, self.overlap_way, self._side_stream)
-        self._keep_forward(d0, s0, j0, x0, out0, loss0, state)
+        root1, module1 = self._root(d1, s1, j1, state), self.modules[(d1, s1)]
+        chunk0 = None
+        if self.parts[(d0, s0)] is not None and root1.chunk is not None and self.overlap_way == "chunks":
+            chunk0 = self._chunk(d0, s0, j0, x0)
+            with self._saving(s0):
+                self._waited += interleave(chunk0.forward(), self._chunk_backward(module1, root1, full))
+            out0, loss0 = chunk0.out, chunk0.loss
+            input_grad = root1.x.grad if root1.has_input else None
+            pending = None if full else ("chunk", root1.chunk)
+        elif self.parts[(d0, s0)] is not None or root1.chunk is not None:  # one after the other
+            out0, loss0, chunk0 = self._run_forward(d0, s0, j0, x0)
+            input_grad, pending = self._run_backward(module1, root1, full)
+        else:
+            loss_fn0, target0 = self._loss_and_target(d0, s0, j0)
+            pair = Pair(self.modules[(d0, s0)], x0, loss_fn0, target0, module1, root1, full)
+            if self.overlap_way == "streams" and self._side_stream is None:
+                self._side_stream = torch.cuda.Stream(self.device)
+            with self._saving(s0):
+                out0, loss0, input_grad, pending = run_pair(pair, self.overlap_way, self._side_stream)
+        self._keep_forward(d0, s0, j0, x0, out0, loss0, chunk0, state)
         if not full:
             state.pending_w[(d1, s1, j1)] = pending
         self._hand_back(d1, s1, j1, input_grad, state)
 
     # ---- transfers -------------------------------------------------------------------------
 
+    def _process(self, peer: int) -> int:
+        """The process of pipeline rank `peer` this one exchanges with (the same EP member)."""
+        return self.experts.process_of(peer)
+
     def _send(self, state: _StepState, tensor: torch.Tensor, peer: int, edge) -> None:
         tensor = tensor.detach().to(self.comm_device).contiguous()
         works = []
         if edge not in self.meta:
-            meta = torch.zeros(META_SIZE, dtype=torch.int64)
-            meta[0], meta[1] = WIRE_DTYPES.index(tensor.dtype), tensor.dim()
-            meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
-            meta = meta.to(self.comm_device)  # NCCL sends device tensors only
-            works.append(dist.isend(meta, peer, group=self.group))
+            meta = shape_message(tensor).to(self.comm_device)  # NCCL sends device tensors only
+            works.append(dist.isend(meta, self._process(peer), group=self.group))
             self.meta[edge] = (tuple(tensor.shape), tensor.dtype)
         elif self.meta[edge] != (tuple(tensor.shape), tensor.dtype):
             raise RuntimeError(f"{edge[0]} transfer of stage {edge[2]} changed shape or dtype: "
                                f"{tuple(tensor.shape)} {tensor.dtype}, agreed {self.meta[edge]}")
-        works.append(dist.isend(tensor, peer, group=self.group))
+        works.append(dist.isend(tensor, self._process(peer), group=self.group))
         queue = state.sends.setdefault(peer, deque())
         queue.append((works, tensor))
         self._let_go(state, peer)
 
     def _let_go(self, state: _StepState, peer: int, proven: int = 0) -> None:
-        """Wait for and drop the step's sends to `peer` that are done: the first `proven` (the
-        plan proves the peer has them, or the step is over) and those after them that report
-        completion. NCCL reports it from the transfer's CUDA event; gloo's sends never report it
-        before `wait`, so on CPU only the plan's proof (`sends_received_before`) lets them go
-        before the step ends. Either way the waits return at once."""
+        """Wait for and drop the step's sends to `peer` that are done: the first `proven` (the plan
+        proves the peer has them, or the step is over) and those after them that report completion
+        (NCCL's CUDA event; gloo's sends never report it before `wait`). The waits return at once."""
         queue = state.sends.get(peer)
         released = state.released.get(peer, 0)
         while queue and (released < proven or all(work.is_completed() for work in queue[0][0])):
@@ -284,17 +349,11 @@ class PipelineRunner:
             released += 1
         state.released[peer] = released
 
-    @staticmethod
-    def _edge_of(instr: Instr):
-        if instr.kind is OpKind.RECV_F:
-            return ("F", instr.direction, instr.stage - 1)
-        return ("B", instr.direction, instr.stage + 1)
-
     def _plan_receives(self, state: _StepState) -> None:
         """Once every edge's shape is known (after the first step), queue each peer's RECVs in
         plan order and post the first `lookahead` of them."""
         receives = [(i, x) for i, x in enumerate(self.row) if x.kind in (OpKind.RECV_F, OpKind.RECV_B)]
-        if self.lookahead <= 0 or any(self._edge_of(x) not in self.meta for _, x in receives):
+        if self.lookahead <= 0 or any(_edge_of(x) not in self.meta for _, x in receives):
             return
         for i, x in receives:
             state.upcoming.setdefault(x.peer, []).append(i)
@@ -305,9 +364,9 @@ class PipelineRunner:
         queue = state.upcoming.get(peer, [])
         while queue and count > 0:
             index = queue.pop(0)
-            shape, dtype = self.meta[self._edge_of(self.row[index])]
+            shape, dtype = self.meta[_edge_of(self.row[index])]
             buffer = torch.empty(shape, dtype=dtype, device=self.comm_device)
-            state.posted[index] = (dist.irecv(buffer, peer, group=self.group), buffer)
+            state.posted[index] = (dist.irecv(buffer, self._process(peer), group=self.group), buffer)
             count -= 1
 
     def _recv(self, state: _StepState, peer: int, edge) -> torch.Tensor:
@@ -323,28 +382,19 @@ class PipelineRunner:
             return buffer
         if edge not in self.meta:
             meta = torch.zeros(META_SIZE, dtype=torch.int64, device=self.comm_device)
-            dist.recv(meta, peer, group=self.group)
-            meta = meta.cpu()
-            ndim = int(meta[1])
-            self.meta[edge] = (tuple(int(x) for x in meta[2:2 + ndim]), WIRE_DTYPES[int(meta[0])])
+            dist.recv(meta, self._process(peer), group=self.group)
+            self.meta[edge] = read_shape_message(meta.cpu())
         shape, dtype = self.meta[edge]
         buffer = torch.empty(shape, dtype=dtype, device=self.comm_device)
-        dist.recv(buffer, peer, group=self.group)
+        dist.recv(buffer, self._process(peer), group=self.group)
         return buffer
-
-    def _grad_sum(self, peer: int) -> None:
-        """Exchange and sum the gradients of each stage's replicas with the mirror rank, stage by
-        stage in stage order (the mirror holds the same stages in the other direction)."""
-        for d, s in sorted(self.modules, key=lambda k: k[1]):
-            for p in self.modules[(d, s)].parameters():
-                grad = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
-                mine = grad.to(self.comm_device, copy=True)
-                theirs = torch.empty_like(mine)
-                work = dist.isend(mine, peer, group=self.group)
-                dist.recv(theirs, peer, group=self.group)
-                work.wait()
-                p.grad = (mine + theirs).to(self.device)
 
 
 def _key(instr: Instr) -> tuple[int, int, int]:
     return instr.direction, instr.stage, instr.microbatch
+
+
+def _edge_of(receive: Instr) -> tuple[str, int, int]:
+    """The edge a RECV takes from: (kind, direction, sending stage)."""
+    return ("F", receive.direction, receive.stage - 1) if receive.kind is OpKind.RECV_F else \
+        ("B", receive.direction, receive.stage + 1)

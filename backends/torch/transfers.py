@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
+import torch.distributed as dist
 
 from ...ir import OpKind, Plan, format_plan_text
 from ...lang.spec import PipelineSpec
@@ -60,3 +61,32 @@ def release_storage(output: torch.Tensor) -> None:
     made (no `grad_fn`: the stage returned its input or a tensor of its own, which others hold)."""
     if output._base is None and output.grad_fn is not None:
         output.data = torch.empty((), dtype=output.dtype, device=output.device).expand(output.shape)
+
+
+def sum_with_mirror(modules: dict, process: int, group, comm_device, device) -> None:
+    """GRAD_SUM: exchange and sum the gradients of each stage's replicas with the mirror rank's
+    process, stage by stage in stage order (the mirror holds the same stages in the other
+    direction), so both hold the gradient of the whole batch."""
+    for d, s in sorted(modules, key=lambda k: k[1]):
+        for p in modules[(d, s)].parameters():
+            grad = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+            mine = grad.to(comm_device, copy=True)
+            theirs = torch.empty_like(mine)
+            work = dist.isend(mine, process, group=group)
+            dist.recv(theirs, process, group=group)
+            work.wait()
+            p.grad = (mine + theirs).to(device)
+
+
+def shape_message(tensor: torch.Tensor) -> torch.Tensor:
+    """The first transfer on an edge: dtype, rank and shape of `tensor` as META_SIZE int64s."""
+    meta = torch.zeros(META_SIZE, dtype=torch.int64)
+    meta[0], meta[1] = WIRE_DTYPES.index(tensor.dtype), tensor.dim()
+    meta[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
+    return meta
+
+
+def read_shape_message(meta: torch.Tensor) -> tuple[tuple[int, ...], torch.dtype]:
+    """(shape, dtype) from a `shape_message`."""
+    ndim = int(meta[1])
+    return tuple(int(x) for x in meta[2:2 + ndim]), WIRE_DTYPES[int(meta[0])]

@@ -46,12 +46,16 @@ def cmd_run(args) -> int:
         raise UsageError("--profile-out writes what --profile measures: add --profile")
     if args.profile:
         return _profile(spec, args)
-    compile_spec(spec)  # once, here: a plan that does not verify starts nothing
+    compiled = compile_spec(spec)  # once, here: a plan that does not verify starts nothing
+    if getattr(compiled.search, "interrupted", False):  # nor does a search cut short by Ctrl-C
+        raise KeyboardInterrupt
     problem = device_problem(nproc, args.device, args.comm) or overlap_problem(args)
     if problem:
         raise UsageError(problem)
     if spec.layers is not None:
         _check_layers(spec, args.model)
+    if args.ep > 1:
+        _check_experts(spec, args)
     for_ranks = argparse.Namespace(**{**vars(args), "trace": args.trace and str(Path(args.trace).resolve())})
     command = torchrun_command(nproc, args.file, spec.name, args, for_ranks)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
@@ -67,18 +71,39 @@ def _check_layers(spec: PipelineSpec, model_path: str) -> None:
     stage_builder(load_model(model_path), spec)(spec.num_stages)
 
 
+def _check_experts(spec: PipelineSpec, args) -> None:
+    """The model has expert layers whose expert counts --ep divides, and microbatches that cut in
+    --ep parts (said here, once, instead of by every rank)."""
+    from ..backends.torch.equivalence import batch
+    from ..backends.torch.expert_parallel.groups import experts_problem, slicing_problem
+    from ..backends.torch.layers import stage_builder
+    from ..backends.torch.model_file import load_model
+
+    import torch
+
+    model = load_model(args.model)
+    microbatch = batch(model, 1, 0, getattr(torch, args.dtype))[0][0]
+    problem = (experts_problem(stage_builder(model, spec)(spec.num_stages), args.ep)
+               or slicing_problem(microbatch, args.ep))
+    if problem:
+        raise UsageError(problem)
+
+
 def _processes_per_node(spec: PipelineSpec, args) -> int:
-    """Ranks per node: --nproc, else the pipeline's ranks over --nnodes; one process per rank in all."""
+    """Processes per node: --nproc, else the pipeline's ranks times --ep over --nnodes; one process
+    per rank and EP member in all."""
     if args.nnodes > 1 and not args.rdzv_endpoint:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (where node 0 listens), the same on "
                          "every node")
     if args.node_rank >= args.nnodes:
         raise UsageError(f"--node-rank {args.node_rank}, but --nnodes {args.nnodes}: node ranks are "
                          f"0..{args.nnodes - 1}")
-    nproc = args.nproc or spec.ranks // args.nnodes
-    if nproc * args.nnodes != spec.ranks:
-        raise UsageError(f"{args.nnodes} node(s) x {nproc} process(es), but the pipeline has ranks = "
-                         f"{spec.ranks}: one process per rank")
+    processes = spec.ranks * args.ep
+    nproc = args.nproc or processes // args.nnodes
+    if nproc * args.nnodes != processes:
+        per = f"ranks = {spec.ranks} and --ep {args.ep}: {processes} processes" if args.ep > 1 else \
+            f"ranks = {spec.ranks}: one process per rank"
+        raise UsageError(f"{args.nnodes} node(s) x {nproc} process(es), but the pipeline has {per}")
     return nproc
 
 

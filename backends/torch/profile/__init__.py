@@ -8,8 +8,10 @@ the .sched file, calibrated by a short run of the plan.
 - contention.py: companion processes computing as the host's other ranks would, so a CPU profile
   is timed under a run's contention;
 - costblock.py: the cost block from those figures, each cross-rank send charged to its op;
-- calibrate.py: the block recalibrated from a traced run of the plan.
+- calibrate.py: the block recalibrated from a traced run of the plan;
+- activation_memory.py: `schedc run --memory`, the activations autograd really saves, per rank,
+  beside the simulator's peak.
 
-May import: errors, ir, lang, compiler, partition
+May import: errors, ir, lang, compiler, partition, simulate
 Libraries at module level: torch
 """

@@ -1,0 +1,107 @@
+"""The rank program's expert-parallel steps (`schedc run --ep E`, `--compare-overlap`): what each
+member trains on, the losses and the reference `--check` compares with, and the run's numbers.
+
+Numbers per run (printed by process 0): the measured step (the median over the steps after the
+first, the slowest process) and the exposed communication (the time the compute lane waited on
+all-to-alls, per step, the most of any process, the same median). With `--compare-overlap` the
+same steps run again with overlapped pairs run one chunk after the other, so the two can be read
+side by side: hidden = 1 - exposed(overlapped) / exposed(sequential).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+import torch
+import torch.distributed as dist
+
+from .groups import ExpertParallel, experts_problem, member_slice, shard_experts, slicing_problem
+
+
+def refuse_unfit_model(stages: list[torch.nn.Module], microbatch: torch.Tensor, size: int) -> None:
+    """Exit with the reason when the model cannot run with EP groups of `size` (no experts,
+    experts not divisible, microbatches that do not cut in `size` equal parts)."""
+    problem = experts_problem(stages, size) or slicing_problem(microbatch, size)
+    if problem:
+        raise SystemExit(f"schedc: error: {problem}")
+
+
+def scaled_loss(loss_fn, size: int):
+    """The loss each member backpropagates: its part's loss over `size`, so the members' gradients
+    sum to the whole microbatch's (for a mean loss)."""
+    if size == 1:
+        return loss_fn
+    return lambda output, target: loss_fn(output, target) / size
+
+
+def member_batch(inputs, targets, place_: ExpertParallel):
+    """This member's part of every microbatch."""
+    return [member_slice(x, place_) for x in inputs], [member_slice(y, place_) for y in targets]
+
+
+def whole_losses(losses: dict, place_: ExpertParallel, device) -> dict:
+    """The whole microbatches' losses: the members' (scaled) losses summed over the EP group."""
+    if place_.size == 1:
+        return losses
+    out = {}
+    for key in sorted(losses):
+        total = losses[key].detach().to(device).clone()
+        dist.all_reduce(total, group=place_.group)
+        out[key] = total
+    return out
+
+
+def member_reference(reference, place_: ExpertParallel):
+    """The single-process reference cut like this member: its stages keep this member's experts,
+    and the gradients follow the parameters they belong to."""
+    stages, grads, losses = reference
+    if place_.size == 1:
+        return reference
+    by_parameter = {id(p): g for stage, gs in zip(stages, grads) for p, g in zip(stage.parameters(), gs)}
+    shard_experts(stages, ExpertParallel(place_.rank, place_.member, place_.size, None))
+    return stages, [[by_parameter[id(p)] for p in stage.parameters()] for stage in stages], losses
+
+
+def step_figures(records) -> tuple[float, float]:
+    """One process's step: (seconds from its first instruction's start to its last one's end,
+    seconds its compute lane waited on all-to-alls)."""
+    if not records:
+        return 0.0, 0.0
+    return records[-1].end - records[0].start, sum(r.waited for r in records)
+
+
+def run_figures(steps, device) -> tuple[float, float]:
+    """(measured step, exposed communication) of a run, seconds: per step the most of any process,
+    then the median over the steps after the first."""
+    figures = torch.tensor([step_figures(records) for records in steps], dtype=torch.float64, device=device)
+    dist.all_reduce(figures, op=dist.ReduceOp.MAX)
+    rows = figures.cpu().tolist()
+    counted = rows[1:] if len(rows) > 1 else rows
+    return statistics.median(r[0] for r in counted), statistics.median(r[1] for r in counted)
+
+
+def report(label: str, step: float, exposed: float, process: int) -> None:
+    if process == 0:
+        share = f" ({exposed / step:.0%} of the step)" if step else ""
+        print(f"{label}: step {step * 1e3:.2f} ms, exposed communication {exposed * 1e3:.2f} ms{share} "
+              "(median over the steps after the first; the slowest process)", flush=True)
+
+
+def compare_overlap(runner, run_one_step, steps: int, device, process: int, overlapped: tuple[float, float]):
+    """Run `steps` more steps with overlapped pairs sequential (no optimizer step, gradients
+    dropped) and print both runs' figures and the share of communication the overlap hid."""
+    way = runner.overlap_way
+    runner.overlap_way = "sequential"
+    try:
+        records = [run_one_step(step) for step in range(steps)]
+    finally:
+        runner.overlap_way = way
+    for module in runner.modules.values():
+        module.zero_grad(set_to_none=True)
+    step, exposed = run_figures(records, device)
+    report("sequential pairs", step, exposed, process)
+    if process == 0 and exposed > 0:
+        print(f"overlap hid {1 - overlapped[1] / exposed:.0%} of the sequential run's exposed communication; "
+              f"step {overlapped[0] / step:.2f}x the sequential one", flush=True)
+    sys.stdout.flush()
