@@ -3,6 +3,7 @@ it, the others scaled, so the block reproduces what the run measured. A trace wr
 simulated timeline must calibrate back to the costs that made it."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,8 @@ def test_a_pair_slower_than_its_halves_calibrates_to_no_gain():
         assert row["F&B"] == pytest.approx(row["F"] + row["B"])  # the block cannot say "slower than F + B"
     table = format_calibration(rows_of(spec.costs), calibrated_rows(rows_of(spec.costs), run_durations(trace)), 2)
     assert table.count("\n") == 1 + spec.num_stages and all(line.startswith("#") for line in table.splitlines())
+    for line in table.splitlines()[2:]:  # the stage and four cells, never run together
+        assert len(re.split(r"\s{2,}", line[1:].strip())) == 5, line
 
 
 def test_profile_calibrates_with_a_traced_run_and_keeps_stdout_a_cost_block(tmp_path, capsys):

@@ -147,3 +147,37 @@ def test_two_streams_are_refused_on_cpu_before_anything_runs(profile, capsys):
     argv = ["run", str(ROOT / "examples" / "manual.sched"), "--model", MLP, "--device", "cpu", "--overlap", "streams"]
     assert main(argv + profile) == 2
     assert "--overlap streams needs CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source,error", [("def build_stages(n:\n", "SyntaxError"),
+                                          ("def build_stages(n):\n    raise ValueError('mine is broken')\n"
+                                           "def loss_fn(a, b): pass\ndef make_batch(m, s=0): pass\n",
+                                           "ValueError: mine is broken")])
+def test_a_model_file_that_fails_is_reported_once_before_anything_starts(source, error, tmp_path, capsys):
+    from schedc.cli import main
+    model = tmp_path / "model.py"
+    model.write_text(source)
+    assert main(["run", str(ROOT / "examples" / "manual.sched"), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") == 1 and error in err
+    assert "failed (its traceback is above); nothing was started" in err and "torch.distributed.run" not in err
+
+
+def test_ctrl_c_stops_every_rank_without_a_traceback(tmp_path):
+    """The terminal's Ctrl-C reaches the launcher, torchrun and every rank (one process group):
+    exit 130, one line, no traceback, and no rank left behind."""
+    import os
+    import signal
+    import time
+
+    path = sched(tmp_path, "1f1b", 2, 4)
+    process = subprocess.Popen([sys.executable, "-W", "ignore", "-m", "schedc", "run", str(path), "--model", MLP,
+                                "--steps", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    time.sleep(12)  # the ranks are training
+    os.killpg(process.pid, signal.SIGINT)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "every rank was stopped" in err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing of the group is left

@@ -26,7 +26,7 @@ from ...lang.spec import check_pipeline
 from .equivalence import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .expert_parallel import join_groups
 from .expert_parallel.steps import (compare_overlap, member_batch, member_reference, refuse_unfit_model, report,
-                                    run_figures, scaled_loss, whole_losses)
+                                    report_parts, run_figures, scaled_loss, whole_losses)
 from .layers import stage_builder
 from .model_file import load_model
 from .profile.activation_memory import ActivationTally, report_memory
@@ -227,6 +227,8 @@ def main(argv=None) -> int:
         if args.compare_overlap:
             compare_overlap(runner, lambda step: (one_step(step), runner.records)[1], args.steps, comm_device,
                             rank, figures)
+        if any(parts is not None for parts in runner.parts.values()):
+            report_parts(runner, args.file, spec.name, rank, figures[0])
     if args.memory:
         report_memory(runner.tally, compiled, place, args.steps, comm_device, rank, world)
     runner.current = None
@@ -240,5 +242,15 @@ def main(argv=None) -> int:
     return status
 
 
+def rank_main(argv=None) -> int:
+    """The `schedc-rank` entry point: `main`, with Ctrl-C (every rank gets the terminal's SIGINT)
+    ending this rank quietly, exit 130, without a traceback per rank."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.flush()
+        os._exit(130)  # peers in a collective would wait: do not run the exit handlers
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(rank_main())

@@ -55,10 +55,6 @@ def backward_input(module: torch.nn.Module, root: Root, use_helpers: bool | None
     With PyTorch's pipelining helpers the gradients at the ops that use parameters are kept, so W
     does only the local weight work; without them W walks the stage's graph again."""
     use_helpers = SPLIT_WITH_TORCH_HELPERS if use_helpers is None else use_helpers
-    # From a loss (the last stage) the helpers leave one saved tensor of each microbatch alive until
-    # the step ends (`--memory` measured it: 5 activations held where the plan holds 2), so the
-    # last stage takes the plain split
-    use_helpers = use_helpers and root.grad is not None
     if not root.has_input:  # no input gradient to compute: I is empty, W does the one backward
         return None, ("output", (root.out, root.grad))
     if use_helpers:

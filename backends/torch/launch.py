@@ -121,11 +121,32 @@ def run_torchrun(command: list[str], stdout_to_stderr: bool = False) -> int:
                                bufsize=1)
     stream = process.stdout if stdout_to_stderr else process.stderr
     assert stream is not None
-    dropped = filter_launcher_traceback(stream, sys.stderr)
-    for _rest in stream:  # the launcher's summary block
-        pass
-    code = process.wait()
+    try:
+        dropped = filter_launcher_traceback(stream, sys.stderr)
+        for _rest in stream:  # the launcher's summary block
+            pass
+        code = process.wait()
+    except KeyboardInterrupt:  # Ctrl-C: torchrun (same process group) stops the ranks; their
+        _stop(process)        # tracebacks stay in the pipe, unread
+        print("\nschedc: interrupted: every rank was stopped", file=sys.stderr)
+        return 130
     if code and dropped:
         print(f"schedc: error: the run failed (torchrun exit code {code}); the failing ranks said why "
               "above", file=sys.stderr)
     return code
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Let torchrun stop its ranks (it had the same SIGINT), or make it, then be sure it ended."""
+    import signal
+
+    for sig, wait in ((None, 20), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
+        if sig is not None:
+            process.send_signal(sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+            continue

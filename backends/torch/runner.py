@@ -108,8 +108,7 @@ class PipelineRunner:
         self.parts = {key: parts_of(module) for key, module in self.modules.items()}
         self.meta: dict = {}  # edge key -> (shape, dtype), agreed at the first step
         self.records: list[Record] = []
-        self.lookahead = lookahead
-        self.free_sent_outputs = free_sent_outputs
+        self.lookahead, self.free_sent_outputs = lookahead, free_sent_outputs
         # overlapped pairs without a hook: "streams" (CUDA) or "sequential"; `--profile` says which pays
         self.overlap_way = "streams" if self.device.type == "cuda" else "sequential"
         if any(parts is not None for parts in self.parts.values()):
@@ -122,6 +121,7 @@ class PipelineRunner:
         self.received_proof = sends_received_before(plan, rank)
         self.recomputed = {_key(x) for x in self.row if x.kind is OpKind.R}  # their F runs without autograd
         self.tally = None  # an ActivationTally (--memory)
+        self.part_times = {key: [] for key in self.modules}  # (section, part, seconds) of parts run alone
         self.current: tuple[str, float] | None = None  # what runs and since when (wall clock; watch.py)
 
     def step(self, inputs: list[torch.Tensor] | None, targets: list[torch.Tensor] | None) -> dict[int, torch.Tensor]:
@@ -223,22 +223,22 @@ class PipelineRunner:
             if self.parts[(d, s)] is None:
                 return (*stage_forward(self.modules[(d, s)], x, *self._loss_and_target(d, s, j)), None)
             chunk = self._chunk(d, s, j, x)
-            self._waited += sequential(chunk.forward())
+            self._waited += sequential(chunk.forward(self.part_times[(d, s)]))
             return chunk.out, chunk.loss, chunk
 
     def _saving(self, stage: int):
         return self.tally.saving(stage) if self.tally is not None else contextlib.nullcontext()
 
-    def _run_backward(self, module, root: Root, full: bool):
-        """The stage's backward (full, or input-only): (input gradient, what W needs or None)."""
+    def _run_backward(self, key, root: Root, full: bool):
+        """Stage `key`'s backward (full, or input-only): (input gradient, what W needs or None)."""
         if root.chunk is None:
-            return (full_backward(root), None) if full else backward_input(module, root)
-        self._waited += sequential(self._chunk_backward(module, root, full))
+            return (full_backward(root), None) if full else backward_input(self.modules[key], root)
+        self._waited += sequential(self._chunk_backward(self.modules[key], root, full, self.part_times[key]))
         return (root.x.grad if root.has_input else None), (None if full else ("chunk", root.chunk))
 
     @staticmethod
-    def _chunk_backward(module, root: Root, full: bool):
-        return root.chunk.backward(root.grad, weights=full, params=() if full else list(module.parameters()))
+    def _chunk_backward(module, root: Root, full: bool, timings=None):
+        return root.chunk.backward(root.grad, full, () if full else list(module.parameters()), timings)
 
     def _keep_forward(self, d: int, s: int, j: int, x, out, loss, chunk, state: _StepState) -> None:
         """Save what the stage's backward needs; pass the output on (loss on the last stage)."""
@@ -262,7 +262,7 @@ class PipelineRunner:
     def _backward(self, op: Instr, state: _StepState, full: bool) -> None:
         d, s, j = _key(op)
         root = self._root(d, s, j, state)
-        input_grad, pending = self._run_backward(self.modules[(d, s)], root, full)
+        input_grad, pending = self._run_backward((d, s), root, full)
         if not full:
             state.pending_w[(d, s, j)] = pending
         self._hand_back(d, s, j, input_grad, state)
@@ -302,7 +302,7 @@ class PipelineRunner:
             pending = None if full else ("chunk", root1.chunk)
         elif self.parts[(d0, s0)] is not None or root1.chunk is not None:  # one after the other
             out0, loss0, chunk0 = self._run_forward(d0, s0, j0, x0)
-            input_grad, pending = self._run_backward(module1, root1, full)
+            input_grad, pending = self._run_backward((d1, s1), root1, full)
         else:
             loss_fn0, target0 = self._loss_and_target(d0, s0, j0)
             pair = Pair(self.modules[(d0, s0)], x0, loss_fn0, target0, module1, root1, full)

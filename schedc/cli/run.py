@@ -19,6 +19,7 @@ from pathlib import Path
 from ..backends.torch.launch import device_problem, overlap_problem, run_torchrun, torchrun_command
 from ..backends.torch.options import add_rank_options, non_negative_int, positive_float, positive_int
 from ..compiler import compile_spec
+from ..errors import SchedError
 from ..lang.spec import PipelineSpec
 from ..lang.writer import replace_cost_block
 from .common import UsageError, load_specs, select_pipelines, write_output
@@ -52,39 +53,48 @@ def cmd_run(args) -> int:
     problem = device_problem(nproc, args.device, args.comm) or overlap_problem(args)
     if problem:
         raise UsageError(problem)
-    if spec.layers is not None:
-        _check_layers(spec, args.model)
-    if args.ep > 1:
-        _check_experts(spec, args)
+    _check_model(spec, args)
     for_ranks = argparse.Namespace(**{**vars(args), "trace": args.trace and str(Path(args.trace).resolve())})
     command = torchrun_command(nproc, args.file, spec.name, args, for_ranks)
     print("schedc: " + " ".join(command[2:]), file=sys.stderr)
     return run_torchrun(command)
 
 
-def _check_layers(spec: PipelineSpec, model_path: str) -> None:
-    """The model file defines every layer the pipeline's layers block names (a located error
-    here, once, instead of one per rank)."""
-    from ..backends.torch.layers import stage_builder
-    from ..backends.torch.model_file import load_model
+def _check_model(spec: PipelineSpec, args) -> None:
+    """Load the model file and build its stages once, here, before anything starts: a model that
+    fails (a syntax error, an exception in build_stages, a layer the layers block names that it
+    lacks) is reported once, with its own traceback, instead of by every rank; with --ep, the
+    experts and the microbatches must cut in --ep parts. The stages are built as rank 0's would be
+    (RANK, LOCAL_RANK and WORLD_SIZE set so while they are), for model files that read them."""
+    import os
+    import traceback
 
-    stage_builder(load_model(model_path), spec)(spec.num_stages)
+    import torch
 
-
-def _check_experts(spec: PipelineSpec, args) -> None:
-    """The model has expert layers whose expert counts --ep divides, and microbatches that cut in
-    --ep parts (said here, once, instead of by every rank)."""
     from ..backends.torch.equivalence import batch
     from ..backends.torch.expert_parallel.groups import experts_problem, slicing_problem
     from ..backends.torch.layers import stage_builder
     from ..backends.torch.model_file import load_model
 
-    import torch
-
-    model = load_model(args.model)
-    microbatch = batch(model, 1, 0, getattr(torch, args.dtype))[0][0]
-    problem = (experts_problem(stage_builder(model, spec)(spec.num_stages), args.ep)
-               or slicing_problem(microbatch, args.ep))
+    saved = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE=str(spec.ranks * args.ep))
+    try:
+        model = load_model(args.model)
+        stages = stage_builder(model, spec)(spec.num_stages)
+        microbatch = batch(model, 1, 0, getattr(torch, args.dtype))[0][0] if args.ep > 1 else None
+    except (SystemExit, KeyboardInterrupt, SchedError):
+        raise
+    except Exception:  # noqa: BLE001 - the user's code failed: its own traceback, once
+        traceback.print_exc()
+        raise UsageError(f"the model file '{args.model}' failed (its traceback is above); nothing was "
+                         "started") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    problem = experts_problem(stages, args.ep) or (slicing_problem(microbatch, args.ep) if args.ep > 1 else None)
     if problem:
         raise UsageError(problem)
 

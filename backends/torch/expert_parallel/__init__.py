@@ -3,12 +3,15 @@ so an overlapped pair runs one microbatch's all-to-all while the other computes.
 - parts.py: the chunk-parts contract (`Part`, `Exchange`, `run_parts`) a model
   file follows, and the executor (`ChunkRun`, `sequential`, `interleave`);
 - groups.py: processes as (pipeline rank, EP member), the groups, expert sharding, the dense
-  gradients' sum over a group, each member's part of a microbatch.
+  gradients' sum over a group, each member's part of a microbatch;
+- steps.py: the rank program's EP steps (each member's batch, the scaled loss, the reference cut
+  like a member, the step and exposed communication, `--compare-overlap`);
+- chunk_profile.py: the parts a run timed as a `chunk { }` cost block, and the step it predicts.
 
 A model file imports what it needs from here (`from schedc.backends.torch.expert_parallel import
 Part, Exchange, run_parts`).
 
-May import: errors, ir
+May import: errors, ir, lang, compiler, simulate
 Libraries at module level: torch
 """
 

@@ -204,17 +204,23 @@ class ChunkRun:
         self.loss: torch.Tensor | None = None
         self.pending_weights: list[tuple] = []
         self.flights = [] if log is None else log  # (label, posted, finished) of its all-to-alls
+        self.timings: list | None = None  # while a pass runs alone: (section, part, seconds) of each part
 
-    def forward(self) -> Iterator[Flight]:
+    def forward(self, timings: list | None = None) -> Iterator[Flight]:
+        """The forward, part by part; `timings` (given when it runs alone, not interleaved): where
+        each part's (section, name, seconds) go."""
+        self.timings = timings
         state = {"x": self.x}
         for part in self.parts:
             if part.compute is not None:
                 leafy, leaves = _fresh_leaves(state)
+                start = time.perf_counter()
                 state = part.compute(leafy)
-                self.records.append(("compute", leaves, state))
+                self._time("F", part.name, start)
+                self.records.append(("compute", leaves, state, part.name))
                 continue
             ex = part.exchange
-            sent, arrived = state[ex.send], None
+            sent, arrived, start = state[ex.send], None, time.perf_counter()
             if ex.counts is not None:
                 counts = state[ex.counts]
                 flat = yield from self._exchange(counts.reshape(-1), *_equal(counts), ex.group,
@@ -224,13 +230,14 @@ class ChunkRun:
             received = yield from self._exchange(sent, send, receive, ex.group, f"{part.name} (forward)")
             if received.is_floating_point():  # gradients come back from the other members, even when
                 received = received.requires_grad_(True)  # this one sent a constant (no rows, say)
-            self.records.append(("exchange", ex, sent, received, (send, receive)))
+            self._time("F", part.name, start)
+            self.records.append(("exchange", ex, sent, received, (send, receive), part.name))
             state = _exchanged(state, ex, received, arrived)
         self.out = state["x"]
         if self.loss_fn is not None:
             leaf = self.out.detach().requires_grad_(True)
             self.loss = self.loss_fn(leaf, self.target)
-            self.records.append(("compute", {"x": leaf}, {"loss": self.loss}))
+            self.records.append(("compute", {"x": leaf}, {"loss": self.loss}, "loss"))
 
     def _exchange(self, tensor, send, receive, group, what: str, hand_over: bool = True):
         if group is None:
@@ -242,22 +249,26 @@ class ChunkRun:
         self.flights.append((flight.label, flight.posted, time.perf_counter()))
         return result
 
-    def backward(self, grad: torch.Tensor | None, weights: bool = True, params=()) -> Iterator[Flight]:
+    def backward(self, grad: torch.Tensor | None, weights: bool = True, params=(),
+                 timings: list | None = None) -> Iterator[Flight]:
         """The backward part by part, in reverse. `weights`: the parameters' gradients too (B);
         else only the input gradients (I), keeping what `weight()` needs. Sets `x.grad`."""
+        self.timings = timings
         grads = {"loss": torch.ones_like(self.loss)} if self.loss is not None else {"x": grad}
         params = [p for p in params if p.requires_grad]
         for record in reversed(self.records):
+            start = time.perf_counter()
             if record[0] == "exchange":
-                _, ex, sent, received, (send, receive) = record
+                _, ex, sent, received, (send, receive), name = record
                 g = grads.pop(ex.receive, None)
                 g = torch.zeros_like(received) if g is None else g
                 if ex.group is not None:
-                    g = yield from self._exchange(g, receive, send, ex.group, f"{ex.receive} (backward)")
+                    g = yield from self._exchange(g, receive, send, ex.group, f"{name} (backward)")
                 if sent.requires_grad:
                     grads[ex.send] = g
+                self._time("B", name, start)
                 continue
-            _, leaves, outputs = record
+            _, leaves, outputs, name = record
             roots = [(outputs[k], g) for k, g in grads.items()
                      if isinstance(outputs.get(k), torch.Tensor) and outputs[k].requires_grad]
             if roots:
@@ -271,9 +282,10 @@ class ChunkRun:
                                               retain_graph=bool(params), allow_unused=True) if names else ()
                     grads = {n: g for n, g in zip(names, got) if g is not None}
                     if params:
-                        self.pending_weights.append((tensors, seeds))
+                        self.pending_weights.append((tensors, seeds, name))
             else:
                 grads = {}
+            self._time("B", name, start)
         if self.x.requires_grad and "x" in grads:
             self.x.grad = grads["x"] if self.x.grad is None else self.x.grad + grads["x"]
         self.records = []
@@ -281,12 +293,18 @@ class ChunkRun:
     def weight(self, params) -> None:
         """W after an input-only backward: the parameters' gradients, accumulated into `.grad`."""
         params = [p for p in params if p.requires_grad]
-        for tensors, seeds in self.pending_weights:
+        for tensors, seeds, name in self.pending_weights:
+            start = time.perf_counter()
             got = torch.autograd.grad(list(tensors), params, list(seeds), allow_unused=True)
             for p, g in zip(params, got):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
+            self._time("W", name, start)
         self.pending_weights = []
+
+    def _time(self, section: str, name: str, start: float) -> None:
+        if self.timings is not None:
+            self.timings.append((section, name, time.perf_counter() - start))
 
 
 def sequential(steps: Iterator[Flight]) -> float:

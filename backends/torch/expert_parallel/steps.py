@@ -105,3 +105,35 @@ def compare_overlap(runner, run_one_step, steps: int, device, process: int, over
         print(f"overlap hid {1 - overlapped[1] / exposed:.0%} of the sequential run's exposed communication; "
               f"step {overlapped[0] / step:.2f}x the sequential one", flush=True)
     sys.stdout.flush()
+
+
+def report_parts(runner, source: str, pipeline: str, process: int, measured_step: float) -> None:
+    """Process 0 prints the chunk parts the processes timed as a cost block, and the step the
+    simulator predicts from it beside the measured one (chunk_profile.py)."""
+    from .chunk_profile import chunk_block, measured_cost_block, predicted_step
+
+    mine = [(s, [(p.name, p.exchange is not None) for p in parts], runner.part_times[(d, s)])
+            for (d, s), parts in runner.parts.items() if parts is not None]
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if process != 0:
+        return
+    parts_of, timings = {}, {}
+    for stage, parts, times in (entry for entries in everyone for entry in entries):
+        parts_of[stage] = parts
+        timings.setdefault(stage, []).extend(times)
+    blocks = {s: chunk_block(parts_of[s], timings[s]) for s in sorted(parts_of)}
+    if len(blocks) != runner.spec.num_stages or any(b is None for b in blocks.values()):
+        print("chunk parts: not every stage's parts were timed alone (or they do not repeat per layer); "
+              "no prediction", flush=True)
+        return
+    block = measured_cost_block(blocks)
+    print("the chunk parts as measured (paste into the .sched file; `schedc compare` then ranks the "
+          f"families on them):\n{block}", flush=True)
+    _text, timeline, exposed = predicted_step(source, pipeline, block)
+    if timeline is None:
+        print(_text, flush=True)
+        return
+    print(f"predicted from the measured parts: step {timeline.makespan:.2f} ms, exposed communication "
+          f"{max(e for _, e in exposed):.2f} ms (the most of any rank); measured step {measured_step * 1e3:.2f} ms "
+          f"(ratio {measured_step * 1e3 / timeline.makespan:.2f})", flush=True)

@@ -68,7 +68,8 @@ class ActivationTally:
             self.saved_now += storage.nbytes()
             self._add(entry[1], entry[2])
         entry[0] += 1
-        return _Held(tensor, self, ptr)
+        # detached: a saved output holding its own grad_fn would be a cycle autograd never frees
+        return _Held(tensor.detach(), self, ptr)
 
     @staticmethod
     def _unpack(held):

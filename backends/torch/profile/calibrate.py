@@ -158,12 +158,12 @@ def format_calibration(profiled: list[dict], calibrated: list[dict], steps: int)
     lines = [f"# calibrated by a run of the plan ({steps} counted step(s)): each figure as profiled -> as run "
              f"(ratio); ~ = run fewer than {MIN_SAMPLES} times by this plan, the profiled figure scaled as the stage's "
              "measured ops moved",
-             "# stage" + "".join(f"{k + ' ms':>26}" for k in keys)]
+             "# stage" + "".join(f"  {k + ' ms':>26}" for k in keys)]
     for p, c in zip(profiled, calibrated):
         cells = []
         for k in keys:
             mark = "" if k in c["measured"] or (k == "B" and {"I", "W"} <= set(c["measured"])) else "~"
             ratio = c[k] / p[k] if p[k] else float("nan")
             cells.append(f"{p[k]:.4g} -> {mark}{c[k]:.4g} ({ratio:.2f})")
-        lines.append(f"# {p['stage']:>5}" + "".join(f"{cell:>26}" for cell in cells))
+        lines.append(f"# {p['stage']:>5}" + "".join(f"  {cell:>26}" for cell in cells))  # never run together
     return "\n".join(lines)

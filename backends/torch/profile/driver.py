@@ -82,8 +82,7 @@ def profile(spec: PipelineSpec, args) -> str | None:
           f"the sending rank ({'none measured: from a bandwidth' if args.bandwidth else 'measured with comm'})")
     print(format_profile_table(profiles, comm, send))
     for warning in sanity_warnings(profiles):
-        print(f"# warning: {warning}")
-        print(f"schedc: warning: {warning}", file=sys.stderr)
+        _warn(warning)
     way = recommended_way(profiles)
     if way is not None and len({w for p in profiles for w in p.pair_ways}) > 1:
         print(f"# overlapped pairs without a hook: {way} is faster here; run with --overlap {way}")
@@ -143,8 +142,7 @@ def calibration_run(spec: PipelineSpec, args, block: str):
     why = ("the ranks span several nodes (--nnodes); calibrate on one node with all the ranks"
            if args.nnodes > 1 else device_problem(spec.ranks, args.device, args.comm))
     if why:
-        print(f"# not calibrated by a run: {why}")
-        print(f"schedc: warning: not calibrated by a run: {why}", file=sys.stderr)
+        _warn(f"not calibrated by a run: {why}", comment="#")
         return None
     with tempfile.TemporaryDirectory(prefix="schedc-calibrate-") as folder:
         profiled, trace = Path(folder) / Path(args.file).name, Path(folder) / "trace.json"
@@ -173,3 +171,11 @@ def measured_comm(sizes: list[int], args, device):
     except RuntimeError as error:
         raise ProfileError(f"{error}; give --bandwidth GB/S to compute comm instead") from None
     return transfers, f"measured between two processes over {backend}" + (" (host memory)" if where != device.type else "")
+
+
+def _warn(text: str, comment: str = "# warning:") -> None:
+    """A warning in the printed block (a comment) and, when standard output goes elsewhere (a file,
+    a pipe), on standard error too: on a terminal it shows once."""
+    print(f"{comment} {text}")
+    if not sys.stdout.isatty():
+        print(f"schedc: warning: {text}", file=sys.stderr)
