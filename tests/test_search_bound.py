@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 
 import schedc
 from schedc.dag import build_dag
-from schedc.ir import OpKind
-from schedc.search.bound import lower_bound, smallest_limit
-from schedc.simulate import instr_cost
+from schedc.search.bound import least_time, lower_bound, smallest_limit
 
 FAMILY_FILES = {
     "1f1b": "", "gpipe": "", "zb-h1": "", "interleaved": "chunks = 3", "zbv": "", "dualpipe": "",
@@ -34,7 +32,7 @@ def _slow_rank_work(spec) -> float:
     """The definition, computed the obvious way: one microbatch's heads and tails by longest paths
     over the DAG, then every (head, tail) pair of every rank (O(n^3) per rank)."""
     dag = build_dag(spec)
-    least = _least(spec)
+    least = least_time(spec)  # the definition of an op's least time is shared; the rank work is not
     ops = [op for op in dag.preds if op.microbatch == 0]
     rank_of = {op: spec.rank_of(op.direction, op.stage) for op in ops}
 
@@ -65,22 +63,6 @@ def _slow_rank_work(spec) -> float:
                 if work:
                     best = max(best, h + work + t)
     return best
-
-
-def _least(spec):
-    if not spec.overlap:
-        return lambda op: instr_cost(spec, op)
-    gain = max(max(0.0, c.forward + c.backward - c.overlap_cost) for c in spec.costs)
-    least_forward = min(c.forward for c in spec.costs)
-
-    def least(op):
-        cost = instr_cost(spec, op)
-        if op.kind is OpKind.F:
-            return max(0.0, cost - gain)
-        if op.kind in (OpKind.B, OpKind.I):
-            return max(0.0, cost - max(0.0, gain - least_forward))
-        return cost
-    return least
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

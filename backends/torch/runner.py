@@ -288,7 +288,7 @@ class PipelineRunner:
         full = backward.kind is OpKind.B
         if (d0, s0, j0) in self.recomputed:  # a forward without autograd: then the backward
             self._forward(forward, state)
-            self._backward(backward, state, full=backward.kind is OpKind.B)
+            self._backward(backward, state, full=full)
             return
         x0 = self._stage_input(d0, s0, j0, state)
         root1, module1 = self._root(d1, s1, j1, state), self.modules[(d1, s1)]

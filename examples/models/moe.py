@@ -14,8 +14,10 @@ skewed on purpose (a fixed bias per expert), as trained routers often are: some 
 token on some microbatches.
 
 Sizes come from the environment (they reach every rank): MOE_WIDTH (16), MOE_HIDDEN (32),
-MOE_EXPERTS (4), MOE_TOP_K (2), MOE_LAYERS (layers per stage, 2), MOE_BATCH (sequences per
-microbatch, 4: a multiple of --ep), MOE_SEQ (8), MOE_SKEW (1.5), MOE_SHARED (1: a shared expert).
+MOE_EXPERTS (4), MOE_TOP_K (2), MOE_LAYERS (blocks in the whole model, 4: every family runs the
+same model, cut into its stages, the first stages taking one more block when they do not divide),
+MOE_BATCH (sequences per microbatch, 4: a multiple of --ep), MOE_SEQ (8), MOE_SKEW (1.5),
+MOE_SHARED (1: a shared expert).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _size(name: str, default: int | float):
 
 
 WIDTH, HIDDEN, EXPERTS, TOP_K = _size("WIDTH", 16), _size("HIDDEN", 32), _size("EXPERTS", 4), _size("TOP_K", 2)
-LAYERS, BATCH, SEQ, SKEW, SHARED = (_size("LAYERS", 2), _size("BATCH", 4), _size("SEQ", 8), _size("SKEW", 1.5),
+LAYERS, BATCH, SEQ, SKEW, SHARED = (_size("LAYERS", 4), _size("BATCH", 4), _size("SEQ", 8), _size("SKEW", 1.5),
                                     _size("SHARED", 1))
 TOKENS = 256  # the balancing demo's tokens per batch
 
@@ -130,8 +132,10 @@ class MoEBlock(torch.nn.Module):
 # ---- the model file's names (schedc run --model) -------------------------------------------------
 
 def build_stages(num_stages: int) -> list[torch.nn.Module]:
+    """The model's LAYERS blocks cut into `num_stages` stages (at least one block each)."""
     torch.manual_seed(0)
-    return [torch.nn.Sequential(*(MoEBlock() for _ in range(LAYERS))) for _ in range(num_stages)]
+    per, extra = divmod(max(LAYERS, num_stages), num_stages)
+    return [torch.nn.Sequential(*(MoEBlock() for _ in range(per + (s < extra)))) for s in range(num_stages)]
 
 
 def loss_fn(output, target):

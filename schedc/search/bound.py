@@ -12,7 +12,7 @@ each part is a proof that holds for every valid plan:
   round trip R long; with recompute, `a` is the part a forward keeps until its R); so some
   ceil(m / k) of those intervals are disjoint: fill + ceil(m/k) R + the rest of the backward.
   And the memory-time area of all activations fits under the limit.
-With overlapped pairs every op's time counts as the least share of a pair it can take (`_least_time`).
+With overlapped pairs every op's time counts as the least share of a pair it can take (`least_time`).
 `smallest_limit(spec)` is the least per-rank memory any schedule needs: one microbatch's forward
 passes all of a rank's stages (in one direction) before any of their backwards frees memory.
 Cost: linear in the ops of one microbatch, and O(n log n) per rank for the rank work (a segment
@@ -51,7 +51,7 @@ class LimitNeed:
     reason: str
 
 
-def _least_time(spec: PipelineSpec):
+def least_time(spec: PipelineSpec):
     """op -> the least time it can count for, in a sum of a rank's work or along a path.
 
     Without overlap: its cost. With overlapped pairs (each pair holds one forward and saves at
@@ -98,7 +98,7 @@ def _one_microbatch(spec: PipelineSpec, least):
 
 def lower_bound(spec: PipelineSpec) -> Bound:
     """The largest of the bounds in the module docstring (see `Bound.parts` for each)."""
-    least = _least_time(spec)
+    least = least_time(spec)
     head, tail = _one_microbatch(spec, least)
     parts = [("critical path of one microbatch", max(head[op] + least(op) + tail[op] for op in head))]
     parts.append(_rank_work(spec, least, head, tail))
