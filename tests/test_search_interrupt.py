@@ -94,7 +94,7 @@ def _interrupt(schedule: str, tmp_path, after: float) -> subprocess.CompletedPro
 
 
 def test_ctrl_c_during_search_prints_the_best_plan_and_exits_130(tmp_path):
-    done = _interrupt("search", tmp_path, after=4.0)
+    done = _interrupt("search", tmp_path, after=6.0)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     assert "interrupted" in done.stderr
@@ -103,8 +103,30 @@ def test_ctrl_c_during_search_prints_the_best_plan_and_exits_130(tmp_path):
 
 @pytest.mark.skipif(not solver_installed(), reason="needs OR-Tools (schedc[optimal])")
 def test_ctrl_c_during_optimal_never_claims_the_solver_ran_out_of_time(tmp_path):
-    done = _interrupt("optimal", tmp_path, after=5.0)
+    done = _interrupt("optimal", tmp_path, after=8.0)  # a loaded machine: let CP-SAT find a first plan
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     assert "found nothing better in time" not in done.stdout
     assert "interrupted" in done.stdout and "gap" in done.stdout
+
+
+def test_a_picture_of_an_interrupted_search_is_not_drawn(monkeypatch, tmp_path, capsys):
+    """viz (and viz --compare, partition --viz) draws nothing from a plan Ctrl-C cut short: it says
+    it was interrupted and exits 130, and the output file is not written."""
+    from schedc.cli import main
+
+    calls = {"n": 0}
+    real = local_search.list_schedule
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local_search, "list_schedule", stopping)
+    path = tmp_path / "big.sched"
+    path.write_text((BIG % "search").replace("search_time = 60", "search_time = 1"))
+    out = tmp_path / "big.svg"
+    assert main(["viz", str(path), "-o", str(out)]) == 130
+    assert not out.exists() and "interrupted" in capsys.readouterr().err

@@ -171,7 +171,11 @@ def family_of(spec: PipelineSpec, family: str) -> PipelineSpec:
 
 
 def compiled_timeline(spec: PipelineSpec):
+    """The compiled plan and its simulated timeline, for the commands that draw or report one; a
+    search Ctrl-C cut short is an interruption there (nothing drawn from a plan half searched)."""
     compiled = compile_spec(spec)
+    if getattr(compiled.search, "interrupted", False):
+        raise KeyboardInterrupt
     return compiled, simulate(compiled.spec, compiled.dag, compiled.plan)
 
 
