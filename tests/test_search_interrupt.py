@@ -27,7 +27,8 @@ def _spec(schedule: str = "search"):
     return spec
 
 
-def test_search_interrupted_returns_the_best_so_far(monkeypatch):
+def interrupt_after_five_schedules(monkeypatch) -> None:
+    """Ctrl-C as the search's sixth list schedule starts."""
     calls = {"n": 0}
     real = local_search.list_schedule
 
@@ -38,6 +39,10 @@ def test_search_interrupted_returns_the_best_so_far(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(local_search, "list_schedule", stopping)
+
+
+def test_search_interrupted_returns_the_best_so_far(monkeypatch):
+    interrupt_after_five_schedules(monkeypatch)
     found = search_order(replace(_spec(), search_time=0.5))
     assert found.interrupted and "interrupted, not proven" in found.found_by
     assert found.makespan < float("inf") and found.rows
@@ -115,16 +120,7 @@ def test_a_picture_of_an_interrupted_search_is_not_drawn(monkeypatch, tmp_path, 
     it was interrupted and exits 130, and the output file is not written."""
     from schedc.cli import main
 
-    calls = {"n": 0}
-    real = local_search.list_schedule
-
-    def stopping(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(local_search, "list_schedule", stopping)
+    interrupt_after_five_schedules(monkeypatch)
     path = tmp_path / "big.sched"
     path.write_text((BIG % "search").replace("search_time = 60", "search_time = 1"))
     out = tmp_path / "big.svg"

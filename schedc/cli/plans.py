@@ -294,6 +294,11 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _add_quiet(parser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress line on standard error while "
+                        "a search runs (there is none when standard error is not a terminal)")
+
+
 def register(sub) -> None:
     """Add compile, simulate, check and compare to the `schedc` parser's subcommands."""
     p = sub.add_parser("compile", help="print the verified per-rank instruction lists")
@@ -306,16 +311,14 @@ def register(sub) -> None:
                    "the dependency DAG, or the family's compute order before fusion and lowering")
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.add_argument("--force", action="store_true", help="overwrite an existing .sched output file")
-    p.add_argument("--quiet", action="store_true", help="no progress line on standard error while "
-                   "a search runs (there is none when standard error is not a terminal)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("simulate", help="predict makespan, bubble and per-rank busy/idle/memory")
     p.add_argument("file")
     p.add_argument("--pipeline")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress line on standard error while "
-                   "a search runs (there is none when standard error is not a terminal)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("check", help="verify files; exit 0 when all are fine, 1 when one has errors, "
