@@ -18,14 +18,14 @@ that `schedc run` starts under torchrun. The modules:
 - watch.py: the store heartbeat and the watchdog that names a stuck peer;
 - options.py: the per-rank options `schedc run` shares and hands on to the ranks;
 - launch.py: how `schedc run` starts the ranks under torchrun, and checks the devices first;
-- expert_loads.py: tokens per expert counted from a MoE router (for expert placement);
+- expert_loads.py: tokens per expert counted from a MoE router, and routing to a placement's replicas;
 - profile/: `schedc run --profile` (stage and transfer timings, the cost block, its calibration).
 
 Must not import cli/. options.py and launch.py (which the command line imports) import neither
 torch nor the runner, so importing this package loads the runner (and torch) only when
 `PipelineRunner` or `plan_digest` is first used.
 
-May import: errors, ir, lang, simulate, compiler, partition
+May import: errors, ir, lang, simulate, compiler, partition, experts
 Libraries at module level: torch
 """
 

@@ -25,6 +25,8 @@ from ...lang.syntax import parse_program
 from ...lang.spec import check_pipeline
 from .equivalence import TOLERANCE, batch, compare, make_optimizer, reference_run
 from .expert_parallel import join_groups
+from .expert_parallel.live import LiveBalancer, Rebalancing, after_step, rebalancing_problem, summary
+from .expert_parallel.migration import MigrationFailed
 from .expert_parallel.steps import (compare_overlap, member_batch, member_reference, refuse_unfit_model, report,
                                     report_parts, run_figures, scaled_loss, whole_losses)
 from .layers import stage_builder
@@ -107,7 +109,7 @@ def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device) 
     the largest relative error and PASS/FAIL. 0 when it passes. With EP groups each member
     compares its experts and the whole microbatches' losses."""
     reference = reference_run(model, spec.num_stages, spec.microbatches, args.steps, dtype, args.lr, build)
-    reference = member_reference(reference, runner.experts)
+    reference = member_reference(reference, runner.experts, runner.modules)
     losses = whole_losses(losses, runner.experts, comm_device)
     worst, problems = compare(runner.rank, runner.modules, grads, losses, reference)
     for problem in problems:
@@ -165,6 +167,10 @@ def main(argv=None) -> int:
     build = model_stages(model, spec, args.file)  # a layer the model lacks fails here, before any group
     if args.ep > 1:
         refuse_unfit_model(build(spec.num_stages), batch(model, 1, 0, dtype)[0][0], args.ep)
+    if args.rebalance_every:
+        problem = rebalancing_problem(build(spec.num_stages), args.ep, args.redundant or 0)
+        if problem:
+            raise SystemExit(f"schedc: error: {problem}")
     device, comm = pick_devices(args.device, args.comm, rank)
     comm_device = device if comm == "nccl" else torch.device("cpu")
     if args.overlap == "streams" and device.type != "cuda":
@@ -187,6 +193,11 @@ def main(argv=None) -> int:
                             scaled_loss(model.loss_fn, args.ep), device=device,
                             free_sent_outputs=not args.keep_sent_outputs, comm_device=comm_device, experts=place)
     runner.synchronize_records = bool(args.trace)
+    balancer = None
+    if args.rebalance_every:  # before the optimizer and the tally: redundant slots are new parameters
+        balancer = LiveBalancer(runner.modules, place, Rebalancing(
+            args.rebalance_every, args.window or args.rebalance_every, args.redundant or 0, args.max_moves,
+            args.load_log), comm_device, rank)
     if args.memory:
         runner.tally = ActivationTally([p for m in runner.modules.values() for p in m.parameters()],
                                        spec.activations)
@@ -203,8 +214,8 @@ def main(argv=None) -> int:
         inputs, targets = member_batch(*batch(model, spec.microbatches, step, dtype), place)
         if runner.tally is not None:
             runner.tally.start_step()
-        dist.barrier()  # a common start, so the ranks' measured times line up
         try:
+            dist.barrier()  # a common start, so the ranks' measured times line up
             losses = runner.step(inputs, targets)
         except RuntimeError as error:
             print(f"schedc: error: {place.describe()} (process {rank}): {error}", file=sys.stderr)
@@ -221,6 +232,17 @@ def main(argv=None) -> int:
                  for key, m in runner.modules.items()} if args.check else {}
         if optimizer is not None:
             optimizer.step()
+        if balancer is not None:
+            try:
+                after_step(balancer, step, args.steps, optimizer, runner, flights[-1])
+            except (MigrationFailed, RuntimeError) as error:
+                print(f"schedc: error: {place.describe()} (process {rank}): live rebalancing failed, "
+                      f"{error}; no process goes on with a half-moved placement", file=sys.stderr)
+                _name_stuck_peers(store, rank, world)
+                sys.stderr.flush()
+                os._exit(1)
+    if balancer is not None:
+        summary(balancer)
     if args.ep > 1 or args.compare_overlap:
         figures = run_figures(step_records, comm_device)
         report(f"{runner.overlap_way} pairs" if args.compare_overlap else "measured", *figures, rank)

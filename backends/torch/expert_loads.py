@@ -62,20 +62,33 @@ class ExpertLoadCounter:
         self.counts.zero_()
 
 
-def tokens_per_gpu(indices: torch.Tensor, phy2log, num_gpus: int) -> torch.Tensor:
-    """Tokens each GPU receives for one layer when `phy2log [R]` is in place: the n-th token sent
-    to an expert goes to its replica n mod (replica count), replicas in slot order."""
-    phy2log = torch.as_tensor(phy2log).long()
-    experts = int(phy2log.max()) + 1
-    flat = indices.reshape(-1).long().cpu()
+def route_to_slots(indices: torch.Tensor, phy2log: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """The physical slot of each routed (token, choice) pair, same shape as `indices`, when
+    `phy2log [R]` (the expert in each slot) is in place: the n-th pair routed to an expert (in
+    `indices`' flat order) goes to its replica n mod (its replica count), replicas in slot order.
+    One slot per expert in expert order (`phy2log` = 0..E-1) returns the indices themselves."""
+    phy2log = torch.as_tensor(phy2log, device=indices.device).long()
+    if phy2log.numel() == num_experts and torch.equal(phy2log, torch.arange(num_experts, device=phy2log.device)):
+        return indices
+    flat = indices.reshape(-1).long()
     order = torch.argsort(flat, stable=True)
     sorted_ids = flat[order]
-    counts = torch.bincount(flat, minlength=experts)
+    counts = torch.bincount(flat, minlength=num_experts)
     start = torch.cumsum(counts, 0) - counts
-    nth = torch.arange(flat.numel()) - start[sorted_ids]
-    replicas = torch.bincount(phy2log, minlength=experts)
-    slots_of = [torch.nonzero(phy2log == e).flatten() for e in range(experts)]
+    nth = torch.empty_like(flat)
+    nth[order] = torch.arange(flat.numel(), device=flat.device) - start[sorted_ids]
+    replicas = torch.bincount(phy2log, minlength=num_experts)
     width = int(replicas.max())
-    table = torch.stack([torch.cat([s, s.new_full((width - len(s),), -1)]) for s in slots_of])
-    slot = table[sorted_ids, nth % replicas[sorted_ids]]
+    table = torch.full((num_experts, width), -1, dtype=torch.long, device=flat.device)
+    for e in range(num_experts):
+        slots = torch.nonzero(phy2log == e).flatten()
+        table[e, :slots.numel()] = slots
+    return table[flat, nth % replicas[flat].clamp(min=1)].view(indices.shape)
+
+
+def tokens_per_gpu(indices: torch.Tensor, phy2log, num_gpus: int) -> torch.Tensor:
+    """Tokens each GPU receives for one layer when `phy2log [R]` is in place (`route_to_slots`;
+    GPU g holds slots g*R/num_gpus ..)."""
+    phy2log = torch.as_tensor(phy2log).long()
+    slot = route_to_slots(indices.reshape(-1).long().cpu(), phy2log, int(phy2log.max()) + 1)
     return torch.bincount(slot // (phy2log.numel() // num_gpus), minlength=num_gpus)

@@ -72,6 +72,18 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
                       "activation units (from the second step on; the first measures each stage's unit)")),
     ("--compare-overlap", dict(action="store_true", help="after the steps, run them again with overlapped "
                                "pairs sequential and print both step times and exposed communication")),
+    ("--rebalance-every", dict(type=positive_int, metavar="N", help="live expert balancing (with --ep): "
+                               "after every N steps, plan a placement on the tokens each expert received and move "
+                               "experts and their optimizer state between EP members (migration-aware)")),
+    ("--window", dict(type=positive_int, metavar="W", help="with --rebalance-every: plan on the token counts of "
+                      "the last W steps (default N)")),
+    ("--redundant", dict(type=non_negative_int, metavar="R", help="with --rebalance-every: R extra expert slots "
+                         "per MoE layer (a multiple of --ep) for replicas of busy experts (default 0)")),
+    ("--max-moves", dict(type=non_negative_int, metavar="K", help="with --rebalance-every: change at most K slots "
+                         "per layer per rebalance (default: as few as the best balance allows)")),
+    ("--load-log", dict(metavar="DIR", help="with --rebalance-every: write each rebalance's loads and placements "
+                        "(rank{R}-step{S}.json, which `schedc balance FILE --previous FILE` replays) and the "
+                        "per-step imbalance and step time (rank{R}-steps.jsonl) into this new folder")),
     ("--keep-sent-outputs", dict(action="store_true", help="keep each sent stage output's storage until "
                                  "its backward (by default it is given back once sent; keep it only when a "
                                  "stage keeps and reads the tensor it returns)")),

@@ -47,7 +47,7 @@ from ...lang.spec import PipelineSpec
 from .compute import (Pair, Root, backward_input, backward_weight, full_backward, run_pair,
                       stage_forward)
 from .expert_parallel import (ChunkRun, ExpertParallel, interleave, parts_of, sequential, shard_experts,
-                              sum_dense_gradients)
+                              sync_gradients)
 from .transfers import (META_SIZE, read_shape_message, release_storage, sends_received_before, shape_message,
                         sum_with_mirror)
 
@@ -145,7 +145,7 @@ class PipelineRunner:
             self.records.append(Record(index, instr, start, time.perf_counter(), self._waited))
         for peer, queue in state.sends.items():
             self._let_go(state, peer, proven=state.released.get(peer, 0) + len(queue))
-        sum_dense_gradients(self.modules.values(), self.experts)
+        sync_gradients(self.modules.values(), self.experts)
         self.current = ("between steps", time.time())
         return state.losses
 

@@ -28,7 +28,7 @@ import os
 
 import torch
 
-from schedc.backends.torch.expert_loads import ExpertLoadCounter, tokens_per_gpu
+from schedc.backends.torch.expert_loads import ExpertLoadCounter, route_to_slots, tokens_per_gpu
 from schedc.backends.torch.expert_parallel import Exchange, Part, run_parts
 from schedc.experts import plan_experts
 
@@ -40,18 +40,22 @@ def _size(name: str, default: int | float):
 WIDTH, HIDDEN, EXPERTS, TOP_K = _size("WIDTH", 16), _size("HIDDEN", 32), _size("EXPERTS", 4), _size("TOP_K", 2)
 LAYERS, BATCH, SEQ, SKEW, SHARED = (_size("LAYERS", 4), _size("BATCH", 4), _size("SEQ", 8), _size("SKEW", 1.5),
                                     _size("SHARED", 1))
+ZIPF = _size("ZIPF", 0.0)  # > 0: expert e's router bias is -ZIPF * log(e + 1) (a Zipf-like load, hot experts first)
 TOKENS = 256  # the balancing demo's tokens per batch
 
 
 class TopKRouter(torch.nn.Module):
     """Scores every expert, keeps the top k: returns (weights [tokens, k], indices [tokens, k])."""
 
-    def __init__(self, width: int, experts: int, k: int, skew: float):
+    def __init__(self, width: int, experts: int, k: int, skew: float, zipf: float = 0.0):
         super().__init__()
         self.proj = torch.nn.Linear(width, experts)
         self.k = k
         with torch.no_grad():
-            self.proj.bias.copy_(torch.randn(experts) * skew)
+            if zipf > 0:
+                self.proj.bias.copy_(-zipf * torch.log(torch.arange(1.0, experts + 1)))
+            else:
+                self.proj.bias.copy_(torch.randn(experts) * skew)
 
     def forward(self, x):
         weights, indices = torch.softmax(self.proj(x), dim=-1).topk(self.k, dim=-1)
@@ -70,10 +74,11 @@ class MoEBlock(torch.nn.Module):
         super().__init__()
         self.norm1, self.norm2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
         self.qkv, self.out = torch.nn.Linear(width, 3 * width), torch.nn.Linear(width, width)
-        self.router = TopKRouter(width, experts, k, skew)
+        self.router = TopKRouter(width, experts, k, skew, ZIPF)
         self.experts = torch.nn.ModuleList(mlp(width, hidden) for _ in range(experts))
         self.shared = mlp(width, hidden) if shared else None
         self.num_experts, self.members, self.group = experts, 1, None
+        self.phy2log = torch.arange(experts)  # the expert in each slot; member m holds slots m*S..(m+1)*S-1
 
     def shard_experts(self, member: int, members: int, group) -> None:
         """Keep experts member*n/members .. (member+1)*n/members - 1; all-to-alls over `group`."""
@@ -99,9 +104,9 @@ class MoEBlock(torch.nn.Module):
         h = x + self.out(scores @ v)
         tokens = self.norm2(h).reshape(-1, h.shape[-1])
         weights, indices = self.router(tokens)
-        flat = indices.reshape(-1)  # (token, slot) pairs, token-major
-        order = torch.argsort(flat, stable=True)  # grouped by expert, so by member
-        counts = torch.bincount(flat, minlength=self.num_experts).view(self.members, -1)  # [member, its expert]
+        flat = route_to_slots(indices.reshape(-1), self.phy2log, self.num_experts)  # (token, choice) pairs' slots
+        order = torch.argsort(flat, stable=True)  # grouped by slot, so by member
+        counts = torch.bincount(flat, minlength=self.phy2log.numel()).view(self.members, -1)  # [member, its slot]
         return {"x": h, "tokens": tokens, "weights": weights, "order": order, "dispatch_counts": counts,
                 "routed": tokens[order // indices.shape[1]]}
 
@@ -136,6 +141,14 @@ def build_stages(num_stages: int) -> list[torch.nn.Module]:
     torch.manual_seed(0)
     per, extra = divmod(max(LAYERS, num_stages), num_stages)
     return [torch.nn.Sequential(*(MoEBlock() for _ in range(per + (s < extra)))) for s in range(num_stages)]
+
+
+def make_optimizer(parameters):
+    """SGD with momentum: its per-parameter state (the momentum buffer) moves with an expert when
+    live rebalancing (`--rebalance-every`) moves the expert to another EP member. (Adam's state
+    moves the same way; its division by the second moment amplifies float64 rounding past
+    `--check`'s 1e-12 within a few steps, with or without expert parallelism.)"""
+    return torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
 
 
 def loss_fn(output, target):

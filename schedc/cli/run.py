@@ -50,7 +50,7 @@ def cmd_run(args) -> int:
     compiled = compile_spec(spec)  # once, here: a plan that does not verify starts nothing
     if getattr(compiled.search, "interrupted", False):  # nor does a search cut short by Ctrl-C
         raise KeyboardInterrupt
-    problem = device_problem(nproc, args.device, args.comm) or overlap_problem(args)
+    problem = device_problem(nproc, args.device, args.comm) or overlap_problem(args) or _rebalance_problem(args)
     if problem:
         raise UsageError(problem)
     _check_model(spec, args)
@@ -95,8 +95,24 @@ def _check_model(spec: PipelineSpec, args) -> None:
             else:
                 os.environ[key] = value
     problem = experts_problem(stages, args.ep) or (slicing_problem(microbatch, args.ep) if args.ep > 1 else None)
+    if not problem and args.rebalance_every:
+        from ..backends.torch.expert_parallel.live import rebalancing_problem
+        problem = rebalancing_problem(stages, args.ep, args.redundant or 0)
     if problem:
         raise UsageError(problem)
+
+
+def _rebalance_problem(args) -> str | None:
+    """Why the live-balancing options cannot be used as given, or None."""
+    if not args.rebalance_every:
+        given = [flag for flag in ("--window", "--redundant", "--max-moves", "--load-log")
+                 if getattr(args, flag[2:].replace("-", "_")) is not None]
+        return f"{given[0]} tunes live expert balancing: add --rebalance-every N" if given else None
+    if args.load_log and Path(args.load_log).exists() and (not Path(args.load_log).is_dir()
+                                                            or any(Path(args.load_log).iterdir())):
+        return (f"--load-log {args.load_log}: already exists and is not an empty folder; name a new folder "
+                "(nothing is overwritten)")
+    return None
 
 
 def _processes_per_node(spec: PipelineSpec, args) -> int:

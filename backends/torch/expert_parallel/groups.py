@@ -111,6 +111,51 @@ def sum_dense_gradients(modules, place_: ExpertParallel) -> None:
         offset += g.numel()
 
 
+def sync_gradients(modules, place_: ExpertParallel) -> None:
+    """After a step's backward: the dense gradients summed over the EP group, and each replicated
+    expert's copies given the sum of their gradients."""
+    sum_dense_gradients(modules, place_)
+    sum_replica_gradients(modules, place_)
+
+
+def sum_replica_gradients(modules, place_: ExpertParallel) -> None:
+    """Sum the gradients of each replicated expert's copies (slots holding the same expert in
+    `layer.phy2log`, on any member) and give every copy the sum, in one all-reduce over the group:
+    the copies stay identical and together train the one expert the single-process model has. A
+    copy without a gradient takes part as zeros; when no copy has one, none gets one (an expert
+    no token reached is left alone by the optimizer, as in the single-process run)."""
+    rows, slots = [], []  # (layer, expert) rows; (layer, local slot, row) of this member
+    layers = [layer for layer in expert_layers(modules) if hasattr(layer, "phy2log")]
+    for n, layer in enumerate(layers):
+        placement = layer.phy2log
+        per = len(layer.experts)
+        copies = torch.bincount(placement)
+        replicated = {int(e): len(rows) + i for i, e in enumerate(torch.nonzero(copies > 1).flatten().tolist())}
+        rows += [(n, e) for e in replicated]
+        slots += [(n, i, replicated[int(e)]) for i, e in enumerate(placement[place_.member * per:(place_.member + 1) * per])
+                  if int(e) in replicated]
+    if not rows:
+        return
+    first = next(layers[rows[0][0]].experts[0].parameters())
+    width = max(sum(p.numel() for p in layers[n].experts[0].parameters()) for n, _ in rows)
+    table = torch.zeros(len(rows), width + 1, dtype=first.dtype, device=first.device)
+    for n, i, row in slots:
+        params = list(layers[n].experts[i].parameters())
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                         for p in params])
+        table[row, :flat.numel()] += flat
+        table[row, width] += any(p.grad is not None for p in params)
+    if place_.size > 1:
+        wire = table.cpu() if table.is_cuda and dist.get_backend(place_.group) == "gloo" else table
+        dist.all_reduce(wire, group=place_.group)
+        table = wire.to(table.device)
+    for n, i, row in slots:
+        offset = 0
+        for p in layers[n].experts[i].parameters():
+            p.grad = table[row, offset:offset + p.numel()].view_as(p).clone() if table[row, width] > 0 else None
+            offset += p.numel()
+
+
 def member_slice(tensor: torch.Tensor, place_: ExpertParallel) -> torch.Tensor:
     """This member's E-th of a microbatch (rows along the first dimension)."""
     if place_.size == 1:

@@ -10,13 +10,14 @@ side by side: hidden = 1 - exposed(overlapped) / exposed(sequential).
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 
 import torch
 import torch.distributed as dist
 
-from .groups import ExpertParallel, experts_problem, member_slice, shard_experts, slicing_problem
+from .groups import ExpertParallel, expert_layers, experts_problem, member_slice, shard_experts, slicing_problem
 
 
 def refuse_unfit_model(stages: list[torch.nn.Module], microbatch: torch.Tensor, size: int) -> None:
@@ -52,15 +53,37 @@ def whole_losses(losses: dict, place_: ExpertParallel, device) -> dict:
     return out
 
 
-def member_reference(reference, place_: ExpertParallel):
+def member_reference(reference, place_: ExpertParallel, modules: dict | None = None):
     """The single-process reference cut like this member: its stages keep this member's experts,
-    and the gradients follow the parameters they belong to."""
+    and the gradients follow the parameters they belong to. When this member's layers (in
+    `modules`, (direction, stage) -> module) hold a placement (`phy2log`, after live rebalancing
+    or with redundant slots), each of its slots gets a copy of the reference expert it holds."""
     stages, grads, losses = reference
     if place_.size == 1:
         return reference
-    by_parameter = {id(p): g for stage, gs in zip(stages, grads) for p, g in zip(stage.parameters(), gs)}
-    shard_experts(stages, ExpertParallel(place_.rank, place_.member, place_.size, None))
-    return stages, [[by_parameter[id(p)] for p in stage.parameters()] for stage in stages], losses
+    for stage, gs in zip(stages, grads):
+        for p, g in zip(stage.parameters(), gs):
+            p.grad = g
+    placed = {}
+    for (_d, s), module in (modules or {}).items():
+        placed[s] = [getattr(layer, "phy2log", None) for layer in expert_layers([module])]
+    for s, stage in enumerate(stages):
+        layers = expert_layers([stage])
+        if s in placed and any(p is not None for p in placed[s]):
+            for layer, placement in zip(layers, placed[s]):
+                per = placement.numel() // place_.size
+                mine = placement[place_.member * per:(place_.member + 1) * per].tolist()
+                layer.experts = torch.nn.ModuleList(_copy_with_grads(layer.experts[e]) for e in mine)
+        else:
+            shard_experts([stage], ExpertParallel(place_.rank, place_.member, place_.size, None))
+    return stages, [[p.grad for p in stage.parameters()] for stage in stages], losses
+
+
+def _copy_with_grads(module: torch.nn.Module) -> torch.nn.Module:
+    twin = copy.deepcopy(module)
+    for p, q in zip(module.parameters(), twin.parameters()):
+        q.grad = None if p.grad is None else p.grad.clone()
+    return twin
 
 
 def step_figures(records) -> tuple[float, float]:
