@@ -8,7 +8,9 @@ Each corner runs in its own child process (nothing cached from the one before), 
 step: parse, compile (DAG, order, lowering, verification), simulate, lower bound. Corners: many
 chunks (interleaved, 200 and 1000 chunks), many ranks (1F1B, ZB-H1 and DualPipe), many
 microbatches (1F1B, ZB-V), a memory limit, each near the 100,000-op budget, and the search
-(`search` with its default 5 s budget) on many microbatches, up to the budget's edge. Target: total < 10 s for each; the
+(`search` with its default 5 s budget) on many microbatches, up to the budget's edge, and DualPipe
+64 x 512 with a chunk cost and a link (issue 20: transfers on a communication lane per rank, compute
+slowed beside them). Target: total < 10 s for each; the
 machine is shared, so a figure above the target is measured again before it counts.
 """
 
@@ -35,6 +37,13 @@ CORNERS = [
      "ranks = 8 microbatches = 500 schedule = search placement = v memory { activation = 1 limit = 12 }"),
     ("search: 4 x 8333 (the budget's edge)", "ranks = 4 microbatches = 8333 schedule = search"),
 ]
+# examples/moe_link.sched's cost: DeepSeek-V3's chunk and a link (a corner with its own cost block)
+CHUNK_AND_LINK = ("cost { chunk { layers = 4  F { attention = 4.1  dispatch = 6.7  mlp = 4.6  combine = 8.7 } "
+                  "B { combine = 5.8  mlp = 5.3  dispatch = 7.5  attention = 8.8 }  W { mlp = 3.5  attention = 2.4 } "
+                  "comm_share = 0.15 }  link { bandwidth = 50  latency = 0.5  comm_share = 0.15 }  "
+                  "activation_bytes = 400 }")
+CORNERS.append(("link: dualpipe 64 x 512, chunk cost and a link",
+                f"ranks = 64 microbatches = 512 schedule = dualpipe {CHUNK_AND_LINK}"))
 QUICK = [
     ("interleaved 4 x 8, chunks 50", "ranks = 4 microbatches = 8 schedule = interleaved chunks = 50"),
     ("1f1b 100 x 32", "ranks = 100 microbatches = 32 schedule = 1f1b"),
@@ -49,7 +58,7 @@ def time_corner(body: str) -> dict:
     from schedc.search.bound import lower_bound
     from schedc.simulate import simulate
 
-    source = f"pipeline corner {{ {body} {COSTS} }}"
+    source = f"pipeline corner {{ {body} {'' if 'cost {' in body else COSTS} }}"
     t0 = time.perf_counter()
     [spec] = schedc.parse(source, "corner.sched")
     t1 = time.perf_counter()

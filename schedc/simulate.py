@@ -7,13 +7,18 @@ an OVERLAP of F (stage a) and a backward (stage b) costs F(a) + B(b) - min(gain(
 gain(s) = F(s) + B(s) - F&B(s), so with one F&B for all stages it costs exactly F&B. Communication instructions take no rank time: their
 cost is the transfer delay on the edge.
 
-May import: errors, ir, dag, gcpause, lang, check
+With a `link { }` (spec.link), the transfers run on a communication lane per rank instead
+(overlap/lanes.py: both ends' lanes, one transfer at a time, compute slowed by the link's
+comm_share beside one); the timeline then holds the transfers and the time each rank's compute
+waited on them. Without a link that code is never run: every figure is the delay model's.
+
+May import: errors, ir, dag, gcpause, lang, check, overlap
 Libraries at module level: none
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from .dag import Dag, kahn_order, ops_of
@@ -23,6 +28,7 @@ from .ir import COMM, Instr, OpKind, Plan
 from .check.memory import peak_activations
 from .lang.recompute import chosen_option
 from .lang.spec import PipelineSpec
+from .overlap.lanes import simulate_with_lanes
 
 
 class Slot(NamedTuple):
@@ -42,16 +48,32 @@ class RankStats:
     busy: float
     idle: float  # makespan - busy
     peak_activations: float
+    lane_busy: float = 0  # with a link: the time its communication lane ran transfers
+    lane_exposed: float = 0  # with a link: the time its compute waited on transfers
+
+
+class LaneTransfer(NamedTuple):
+    """With a link: one transfer on the lanes of `sender` and `receiver`, of the output of
+    `instr` (the producing compute instruction, on the sender)."""
+
+    sender: int
+    receiver: int
+    instr: Instr
+    start: float
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """The simulated step: every slot, the makespan, per-rank figures and the critical path."""
+    """The simulated step: every slot, the makespan, per-rank figures and the critical path;
+    with a link, the transfers on the communication lanes (`linked`)."""
 
     slots: tuple[Slot, ...]
     makespan: float
     ranks: tuple[RankStats, ...]
     critical_path: tuple[Slot, ...]
+    transfers: tuple[LaneTransfer, ...] = ()
+    linked: bool = False
 
     @property
     def bubble(self) -> float:
@@ -65,10 +87,13 @@ class Timeline:
         return sum(r.idle for r in self.ranks) / total if total else 0.0
 
     def to_json(self) -> dict:
+        def lane(r: RankStats) -> dict:
+            return {"lane_busy": r.lane_busy, "lane_exposed": r.lane_exposed} if self.linked else {}
+
         return {
             "makespan": self.makespan, "bubble": self.bubble, "bubble_ratio": self.bubble_ratio,
             "ranks": [{"rank": r.rank, "busy": r.busy, "idle": r.idle,
-                       "peak_activations": r.peak_activations} for r in self.ranks],
+                       "peak_activations": r.peak_activations, **lane(r)} for r in self.ranks],
             "critical_path": [{"rank": s.rank, "instruction": str(s.instr), "start": s.start,
                                "end": s.end} for s in self.critical_path],
         }
@@ -145,6 +170,8 @@ def compute_graph(spec: PipelineSpec, dag: Dag, plan: Plan):
 
 def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
     nodes, preds, order = compute_graph(spec, dag, plan)
+    if spec.link is not None:
+        return _simulate_linked(spec, plan, nodes, preds, order)
     start, end, cause = [0.0] * len(nodes), [0.0] * len(nodes), [-1] * len(nodes)
     costs: dict[tuple, float] = {}  # instr_cost once per (kind, stage) or pair of them
     rows = plan.ranks
@@ -163,6 +190,33 @@ def _simulate(spec: PipelineSpec, dag: Dag, plan: Plan) -> Timeline:
             cost = costs[key] = instr_cost(spec, instr)
         end[n] = start[n] + cost
     return _timeline(spec, plan, nodes, start, end, cause)
+
+
+def _simulate_linked(spec, plan, nodes, preds, order) -> Timeline:
+    """The timeline with a communication lane per rank (overlap/lanes.py)."""
+    costs: dict[tuple, float] = {}
+    work = []
+    for r, i in nodes:
+        instr = plan.ranks[r][i]
+        key = (instr.kind, instr.stage, instr.parts and tuple((p.kind, p.stage) for p in instr.parts))
+        if key not in costs:
+            costs[key] = instr_cost(spec, instr)
+        work.append(costs[key])
+    rank_of = [r for r, _i in nodes]
+    run = simulate_with_lanes(rank_of, work, preds, order, len(plan.ranks), spec.link.comm_share)
+    busy, exposed = [0.0] * len(plan.ranks), [0.0] * len(plan.ranks)
+    transfers = []
+    for t in run.transfers:
+        sender, receiver = rank_of[t.source], rank_of[t.target]
+        busy[sender] += t.end - t.start
+        busy[receiver] += t.end - t.start
+        r, i = nodes[t.source]
+        transfers.append(LaneTransfer(sender, receiver, plan.ranks[r][i], t.start, t.end))
+    for n, waited in enumerate(run.waited):
+        exposed[rank_of[n]] += waited
+    timeline = _timeline(spec, plan, nodes, run.start, run.end, run.cause)
+    ranks = tuple(replace(s, lane_busy=busy[s.rank], lane_exposed=exposed[s.rank]) for s in timeline.ranks)
+    return replace(timeline, ranks=ranks, transfers=tuple(transfers), linked=True)
 
 
 def _predecessors(spec, dag, nodes, ops, owner) -> list[list[tuple[int, float]]]:

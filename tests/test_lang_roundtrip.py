@@ -83,3 +83,14 @@ def test_written_spec_parses_back_to_the_same_spec(family):
     spec = make_spec(family, *SIZES[family], FB=2.5)
     [again] = schedc.parse(format_pipeline(spec), "spec.sched")
     assert again == spec
+
+
+@pytest.mark.parametrize("name", ["moe_chunk", "moe_link"])
+def test_a_chunk_and_a_link_are_written_back_as_written(name):
+    from pathlib import Path
+    [spec] = schedc.load(Path(__file__).parent.parent / "examples" / f"{name}.sched")
+    text = format_pipeline(spec)
+    assert "chunk { layers = 4  F { attention = 4.1" in text and "F = " not in text
+    assert ("link { bandwidth = 50" in text) == (name == "moe_link")
+    [again] = schedc.parse(text, "again.sched")
+    assert again == spec and again.link == spec.link

@@ -223,6 +223,9 @@ def _compare_row(spec: PipelineSpec) -> dict:
     if any(c != "none" for c in compiled.spec.recompute):  # the families' forms have no R ops
         form = replace(form, bubble=None, exact=False, formula="no closed form with recompute")
     comm = exposed_communication(compiled.spec, compiled.plan)
+    if timeline.linked:  # the transfers on each rank's lane, and the time its compute waited on them
+        comm = tuple((total + r.lane_busy, exposed + r.lane_exposed)
+                     for (total, exposed), r in zip(comm, timeline.ranks))
     return {"family": spec.schedule, "ranks": spec.ranks, "stages": spec.num_stages,
             "communication": max(total for total, _ in comm),
             "exposed_communication": max(exposed for _, exposed in comm),
@@ -276,6 +279,9 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
     if chunked:  # the file's chunks carry communication: how much of it each family hides
         lines[1] += ("; exposed = the communication of a rank's ops no compute hid (the most of any "
                      "rank), hidden = the rest")
+        if spec.link:
+            lines[1] += ("; with the link, a rank's communication counts its lane's transfers and "
+                         "its exposed part the time its compute waited on them")
         lines[2] = head.replace("  formula", f" {'exposed':>8} {'hidden':>7}  formula")
     for r in rows:
         form = "-" if r["closed_form"] is None else f"{r['closed_form']:g}"
@@ -283,7 +289,7 @@ def _compare_table(spec: PipelineSpec, rows: list[dict], skipped) -> str:
             form = f"<={form}"
         comm = ""
         if chunked:
-            hidden = 1 - r["exposed_communication"] / r["communication"] if r["communication"] else 0
+            hidden = max(0.0, 1 - r["exposed_communication"] / r["communication"]) if r["communication"] else 0
             comm = f" {r['exposed_communication']:>8.4g} {hidden:>7.1%}"
         lines.append(f"{r['family']:<11} {r['stages']:>6} {r['makespan']:>9g} {r['bubble']:>8g} "
                      f"{form:>12} {r['bubble_ratio']:>7.4f} {r['peak_activations']:>9g} "

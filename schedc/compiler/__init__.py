@@ -13,14 +13,15 @@
   the user's tokens; a family's memory over the limit at `limit`, with the smallest limit any plan
   can meet).
 
-Re-specifying a pipeline for another family or placement is language work (lang/recut.py);
-`with_family` is re-exported here because `schedc.compiler.with_family` is public.
+- recut.py: `with_family`, `with_placement`: a checked spec re-specified for another family or
+  placement, the same model's stages re-cut (language work on a checked spec, kept here beside
+  choose.py, its user; `schedc.compiler.with_family` is public).
 
 May import: errors, ir, dag, gcpause, lang, schedules, passes, check, simulate, viz, search
 Libraries at module level: none
 """
 
-from ..lang.recut import with_family, with_placement
 from .flow import Compiled, compile_spec
+from .recut import with_family, with_placement
 
 __all__ = ["Compiled", "compile_spec", "with_family", "with_placement"]

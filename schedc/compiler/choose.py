@@ -1,6 +1,6 @@
 """Choosing among variants of one pipeline: `schedule = auto` and `placement = any`.
 
-Each variant is the same model (`lang.recut`: the file's stages re-cut) compiled through the one
+Each variant is the same model (`recut.py`: the file's stages re-cut) compiled through the one
 flow (flow.py); the shortest simulated step wins, ties going to the earlier variant.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import Diagnostic, Note, SchedError
-from ..lang.recut import with_family, with_placement
 from ..lang.spec import FAMILIES, PipelineSpec
 from ..simulate import simulate
 from .flow import Compiled, compile_spec
+from .recut import with_family, with_placement
 
 AUTO_SEARCH_TIME = 0.5  # seconds of search `auto` spends unless the file sets search_time
 AUTO_SEARCH_MAX_OPS = 20_000  # above this, `auto` searches only when the file sets search_time

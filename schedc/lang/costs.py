@@ -1,15 +1,19 @@
-"""Per-stage costs: the `cost { }` block and its `stage N { }` overrides, checked into `StageCost`s."""
+"""Per-stage costs: the `cost { }` block and its `stage N { }` overrides, checked into `StageCost`s,
+and the block's `link { }` (a `Link`: transfers on a communication lane per rank)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import Note
+from ..overlap.lanes import Link
 from .chunk import check_chunk, derive_chunk, stage_chunk_blocks
 from .syntax import PipelineAST, Setting
 from .values import check_stage_exists, find_block, located_error, to_number, unique_settings, unknown_key
 
-_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm"}
+_COST_KEYS = {"F": "forward", "B": "backward", "W": "weight", "F&B": "overlap", "comm": "comm",
+              "activation_bytes": "activation_bytes"}
+LINK_KEYS = ("bandwidth", "latency", "comm_share")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,7 @@ class StageCost:
     comm_forward: float = 0
     comm_backward: float = 0
     comm_hidden: float = 0
+    activation_bytes: float = 0  # with a link: the size of what the stage sends (comm is its time)
 
     @property
     def input_grad(self) -> float:
@@ -36,13 +41,15 @@ class StageCost:
         return self.forward + self.backward if self.overlap is None else self.overlap
 
 
-def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCost, ...]:
+def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[tuple[StageCost, ...], Link | None]:
     """Each stage's costs: the block's values, then its `stage N { }` overrides, then the defaults
     that depend on other keys (W = B / 2; a stage that changes F or B keeps the block's F&B gain).
-    A stage with a `chunk { }` (the block's, or its own) takes F, B, W and F&B from its parts."""
+    A stage with a `chunk { }` (the block's, or its own) takes F, B, W and F&B from its parts.
+    With the block's `link { }` (returned beside the costs), each stage's comm is the time of its
+    transfer on the link, latency + activation_bytes / bandwidth."""
     block = find_block(ast, "cost")
     if block is None:
-        return tuple(_stage_cost({}, {}, split, None) for _ in range(num_stages))
+        return tuple(_stage_cost({}, {}, split, None) for _ in range(num_stages)), None
     base = unique_settings(block.settings, " in the cost block")
     for s in base.values():
         if s.key not in _COST_KEYS:
@@ -58,17 +65,55 @@ def check_costs(ast: PipelineAST, num_stages: int, split: bool) -> tuple[StageCo
         for stage, span in override.stages:
             check_stage_exists(stage, span, num_stages)
             rows[stage].update(values)
-    if not any(chunks):
-        return tuple(_stage_cost(base, own, split, block_cost, stage) for stage, own in enumerate(rows))
-    return tuple(_chunk_cost(chunk, {**base, **own}, block.span) if chunk else
-                 _stage_cost(base, own, split, block_cost, stage)
-                 for stage, (own, chunk) in enumerate(zip(rows, chunks)))
+    costs = tuple(_chunk_cost(chunk, {**base, **own}, block.span) if chunk else
+                  _stage_cost(base, own, split, block_cost, stage)
+                  for stage, (own, chunk) in enumerate(zip(rows, chunks)))
+    return _linked(block, costs, [{**base, **own} for own in rows])
+
+
+def _linked(block, costs: tuple[StageCost, ...], written: list[dict[str, Setting]]):
+    """`costs` with the link's transfer sizes and times, and the link (None without one): sizes
+    need a link, and a link sets comm (it is not also typed in)."""
+    links = [s for s in block.sections if s.side == "link"]
+    if len(links) > 1:
+        raise located_error("a second `link { }` in this cost block: a pipeline has one link",
+                            links[1].side_span, Note("the first one is here", links[0].side_span))
+    link = _check_link(links[0]) if links else None
+    for own in written:
+        if link is None and "activation_bytes" in own:
+            raise located_error("activation_bytes sizes a transfer on the link, and this cost block has "
+                                "no `link { bandwidth = ... }`", own["activation_bytes"].key_span)
+        if link is not None and "comm" in own:
+            raise located_error("comm is given beside a `link { }` that sets it: with a link a transfer "
+                                "takes latency + activation_bytes / bandwidth", own["comm"].key_span,
+                                Note("the link is here", links[0].side_span))
+    if link is None:
+        return costs, None
+    sizes = [to_number(own["activation_bytes"]) if "activation_bytes" in own else 0 for own in written]
+    return tuple(replace(c, activation_bytes=b, comm=_round(link.transfer_time(b)))
+                 for c, b in zip(costs, sizes)), link
+
+
+def _check_link(section) -> Link:
+    settings = unique_settings(section.parts, " in the link")
+    for s in settings.values():
+        if s.key not in LINK_KEYS:
+            raise unknown_key(s, LINK_KEYS, "link")
+    if "bandwidth" not in settings or to_number(settings["bandwidth"]) == 0:
+        raise located_error("a link needs its bandwidth, a number > 0 (size units per time unit): "
+                            "`link { bandwidth = 50  latency = 0.01 }`",
+                            settings["bandwidth"].value_span if "bandwidth" in settings else section.side_span)
+    value = {k: to_number(s) for k, s in settings.items()}
+    if not value.get("comm_share", 0) < 1:
+        raise located_error(f"comm_share must be in [0, 1), got {settings['comm_share'].value}: the share "
+                            "of compute lost while a transfer runs", settings["comm_share"].value_span)
+    return Link(value["bandwidth"], value.get("latency", 0), value.get("comm_share", 0))
 
 
 def _chunk_cost(chunk, written: dict[str, Setting], where) -> StageCost:
-    """A stage's costs derived from its chunk's parts (schedc.overlap); `comm` may still be
-    written beside it, F, B, W and F&B may not (they are what the chunk derives)."""
-    typed = [s for key, s in written.items() if key != "comm"]
+    """A stage's costs derived from its chunk's parts (schedc.overlap); `comm` (or a link's
+    `activation_bytes`) may still be written beside it, F, B, W and F&B may not (the chunk derives them)."""
+    typed = [s for key, s in written.items() if key not in ("comm", "activation_bytes")]
     if typed:
         raise located_error(f"{typed[0].key} is given beside a `chunk {{ }}` that derives it: a stage's "
                             "F, B, W and F&B come from its chunk's parts or are typed in, not both",
@@ -145,15 +190,18 @@ def recut_costs(costs: tuple[StageCost, ...], stages: int) -> tuple[StageCost, .
     instead of `len(costs)`: F, B, W and F&B of a new stage are the shares of the old stages it
     covers (so a family with k times the stages runs each at 1/k, and uneven stages stay where
     they are in the model); comm is that of the old stage in which the new stage's output cut
-    falls (the tensors between layers do not shrink). Keeps max(F, B) <= F&B <= F + B."""
+    falls (the tensors between layers do not shrink), and so are activation_bytes. Keeps max(F, B) <= F&B <= F + B."""
     source = len(costs)
 
     def share(t: int, field: str) -> float:
         return _tidy(sum(getattr(costs[s], field) * part for s, part in _pieces(source, stages, t)))
 
+    def cut(t: int) -> int:  # the old stage in which new stage t's output cut falls
+        return -(-(t + 1) * source // stages) - 1
+
     any_overlap = any(c.overlap is not None for c in costs)
     return tuple(StageCost(share(t, "forward"), share(t, "backward"), share(t, "weight"),
                            share(t, "overlap_cost") if any_overlap else None,
-                           costs[-(-(t + 1) * source // stages) - 1].comm,
-                           share(t, "comm_forward"), share(t, "comm_backward"), share(t, "comm_hidden"))
+                           costs[cut(t)].comm, share(t, "comm_forward"), share(t, "comm_backward"),
+                           share(t, "comm_hidden"), costs[cut(t)].activation_bytes)
                  for t in range(stages))

@@ -47,6 +47,9 @@ COMMON_MISTAKES: dict[str, list[str]] = {
         "pipeline p { order { F0.0 } }",
         "pipeline p { order { rank 0 F0.0 } }",
     ],
+    "a cost's stage block holds settings (`F = 2`) and its own `chunk { }`; the `link { }` is the "
+    "whole cost block's": [f"pipeline p {{ {top} cost {{ {cost} stage 1 {{ {own} link {{ }} }} }} }}"
+                           for top in ("", "ranks = 4") for cost in ("", "F = 1") for own in ("", "F = 1")],
     "a value is one word or number; quotes are not needed": [
         'pipeline p { schedule = "1f1b" }',
     ],

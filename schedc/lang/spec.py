@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import Note, Span, at
 from ..ir import BACKWARD, COMPUTE, Instr, OpKind
+from ..overlap.lanes import Link
 from .costs import StageCost, check_costs
 from .layers import LayeredStages
 from .recompute import RecomputeOption, check_recompute, check_order_recompute, chosen_option
@@ -80,6 +81,7 @@ class PipelineSpec:
     layers: LayeredStages | None = None  # stages = auto: the layers the stages are cut from
     recompute_options: tuple[tuple[RecomputeOption, ...], ...] = ()  # per stage (recompute.py)
     recompute: tuple[str, ...] = ()  # per stage: none, auto or an option's name; () = none anywhere
+    link: Link | None = None  # the cost block's `link { }`: transfers on a lane per rank (simulate.py)
 
     @property
     def num_stages(self) -> int:
@@ -135,6 +137,9 @@ def spec_to_json(spec: PipelineSpec) -> dict:
         "activations": list(spec.activations), "memory_limit": spec.memory_limit,
         **({"weight_grad": list(spec.weight_grad)} if spec.weight_grad else {}),
         **({"parameters": list(spec.parameters)} if spec.parameters else {}),
+        **({"link": {"bandwidth": spec.link.bandwidth, "latency": spec.link.latency, "comm_share":
+                     spec.link.comm_share, "activation_bytes": [c.activation_bytes for c in spec.costs]}}
+           if spec.link else {}),
         **({"recompute": [{"choice": c, "options": [{"name": o.name, "cost": o.cost, "keeps": o.keeps}
                                                     for o in opts]}
                           for c, opts in zip(spec.recompute, spec.recompute_options)]}
@@ -263,9 +268,10 @@ def check_pipeline(ast: PipelineAST) -> PipelineSpec:
         searching["placements"] = PLACEMENTS
     spans = tuple((k, s.span) for k, s in settings.items()) + (("limit", limit_span),) * bool(limit_span)
     source = SpecSource(ast.name_span.file, ast.name_span, spans, ast=ast)
+    costs, link = check_costs(ast, num_stages, split)
     spec = PipelineSpec(ast.name, ranks, microbatches, schedule, placement, chunks, split, overlap,
-                        check_costs(ast, num_stages, split), memory["activation"], limit, None, source,
-                        memory["weight_grad"], memory["parameters"], **searching)
+                        costs, memory["activation"], limit, None, source, memory["weight_grad"],
+                        memory["parameters"], **searching, link=link)
     options, choices = check_recompute(ast, settings.get("recompute"), num_stages, bool(ast.orders))
     spec = replace(spec, recompute_options=options, recompute=choices)
     if placement == "bidirectional" and microbatches % 2:

@@ -93,7 +93,7 @@ class StageOverride:
 @dataclass(frozen=True, slots=True)
 class Block:
     """A `cost { ... }`, `memory { ... }` or `recompute { ... }` block (a cost block may hold a
-    `chunk { }`; a recompute block holds options, each a named section of settings)."""
+    `chunk { }` and its `link { }`s as sections; a recompute block holds options, each a section)."""
 
     kind: str
     settings: tuple[Setting, ...]
@@ -275,6 +275,7 @@ class _Builder(Transformer):
         return ("recompute", children)
 
     recompute_option = chunk_section
+    link_block = chunk_section  # a cost block's `link { }`: a section named link, in Block.sections
 
     def memory_block(self, children):
         return ("memory", children)

@@ -13,23 +13,31 @@ import tempfile
 from pathlib import Path
 
 from ..ir import Instr, Plan, format_plan_text
+from ..overlap import Chunk
+from .chunk import DEFAULT_COMMUNICATION, derive_chunk, stage_chunks
 from .recompute import format_recompute
 from .spec import PipelineSpec, StageCost
 
-_COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "overlap"), ("comm", "comm"))
+_COST_FIELDS = (("F", "forward"), ("B", "backward"), ("W", "weight"), ("F&B", "overlap"), ("comm", "comm"),
+                ("activation_bytes", "activation_bytes"))
 
 
-def _cost_items(cost: StageCost, base: StageCost | None = None) -> str:
+def _cost_items(cost: StageCost, base: StageCost | None = None, linked: bool = False,
+                chunked: bool = False) -> str:
     """`F = 1  B = 2 ...`: every set field, or (with `base`) those that differ from it. A stage
-    that changes F or B always states its F&B (else the reader would derive one from the gain)."""
+    that changes F or B always states its F&B (else the reader would derive one from the gain).
+    With a link, the transfer's size instead of its time (comm); without, no size; with a chunk,
+    neither F, B, W nor F&B (the chunk derives them)."""
     items = []
     reshaped = base is not None and (cost.forward, cost.backward) != (base.forward, base.backward)
-    for key, name in _COST_FIELDS:
+    for key, name in _COST_FIELDS[4 if chunked else 0:]:
+        if key == ("comm" if linked else "activation_bytes"):
+            continue
         value = getattr(cost, name)
         same = base is not None and getattr(base, name) == value and not (key == "F&B" and reshaped)
         if value is None or same:
             continue
-        items.append(f"{key} = {value:g}")
+        items.append(f"{key} = {value:g}" if float(f"{value:g}") == value else f"{key} = {value!r}")
     return "  ".join(items)
 
 
@@ -45,8 +53,8 @@ def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | No
     lines += [f"  schedule = {'manual' if rows is not None else spec.schedule}",
               f"  split_backward = {str(spec.split_backward).lower()}",
               f"  overlap = {str(spec.overlap).lower()}",
-              "  cost {", f"    {_cost_items(base)}"]
-    lines += [f"    stage {s} {{ {_cost_items(c, base)} }}" for s, c in enumerate(spec.costs) if c != base]
+              "  cost {"]
+    lines += _cost_lines(spec)
     lines += ["  }", "  memory {", f"    activation = {spec.activations[0]:g}"]
     if spec.memory_limit is not None:
         lines.append(f"    limit = {spec.memory_limit:g}")
@@ -63,6 +71,51 @@ def format_pipeline(spec: PipelineSpec, rows: tuple[tuple[Instr, ...], ...] | No
     lines.append("}")
     return "\n".join(lines) + "\n"
 
+
+def _cost_lines(spec: PipelineSpec) -> list[str]:
+    """The cost block's inside: the block's items, its chunk and link, each stage's differences."""
+    base, linked, chunks = spec.costs[0], bool(spec.link), _written_chunks(spec)
+    lines = [f"    {_cost_items(base, linked=linked, chunked=bool(chunks))}"]
+    if chunks:
+        lines.append(f"    {_chunk_text(chunks[0])}")
+    if spec.link:
+        lines.append(f"    link {{ bandwidth = {spec.link.bandwidth!r}  latency = {spec.link.latency!r}  "
+                     f"comm_share = {spec.link.comm_share!r} }}")
+    for stage, cost in enumerate(spec.costs):
+        own = [_chunk_text(chunks[stage])] if chunks and chunks[stage] != chunks[0] else []
+        own += [_cost_items(cost, base, linked, bool(chunks))] if cost != base else []
+        if any(own):
+            lines.append(f"    stage {stage} {{ {'  '.join(x for x in own if x)} }}")
+    return [line for line in lines if line.strip()]
+
+
+def _written_chunks(spec: PipelineSpec) -> tuple[Chunk, ...]:
+    """Each stage's chunk when every stage's costs are what its chunk derives (a file's chunks,
+    not re-cut for another family) and each can be written back; else () (costs as numbers)."""
+    chunks = stage_chunks(spec)
+    if len(chunks) != spec.num_stages or not all(chunks):
+        return ()
+    for chunk, cost in zip(chunks, spec.costs):
+        derived = derive_chunk(chunk)
+        figures = (derived.F, derived.B, derived.W, derived.FB)
+        if any(float(f"{x:.9g}") != y for x, y in zip(figures, (cost.forward, cost.backward, cost.weight,
+                                                               cost.overlap_cost))):
+            return ()
+        if not any(p.comm for p in chunk.forward + chunk.backward) and any(
+                p.name in DEFAULT_COMMUNICATION for p in chunk.forward + chunk.backward):
+            return ()  # `communication` cannot be written empty
+    return chunks
+
+
+def _chunk_text(chunk: Chunk) -> str:
+    """`chunk { layers = 4  F { attention = 4.1 ... } ... }`, canonical (parts in their order)."""
+    sides = (("F", chunk.forward), ("B", chunk.backward), ("W", chunk.weight))
+    items = [f"layers = {chunk.layers}"] + [f"{side} {{ {'  '.join(f'{p.name} = {p.duration!r}' for p in parts)} }}"
+                                           for side, parts in sides if parts]
+    comm = dict.fromkeys(p.name for p in chunk.forward + chunk.backward if p.comm)
+    if comm:
+        items.append(f"communication = {', '.join(comm)}")
+    return f"chunk {{ {'  '.join(items)}  comm_share = {chunk.comm_share!r} }}"
 
 
 def _offset(text: str, line: int, col: int) -> int:

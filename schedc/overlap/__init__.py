@@ -12,10 +12,13 @@ F&B, DeepSeek-V3 technical report section 3.2, Figure 4).
 - fast.py: the search's own stepping of the event simulation, and the lower bound of a state.
 - best.py: the exact search, best-first branch and bound with dominance (`search_best`).
 - derive.py: `derive_costs(chunk) -> Derived` (F, B, W, F&B, the best and DeepSeek's schedules).
+- lanes.py: the pipeline's own transfers on a communication lane per rank (`Link`, the cost
+  block's `link { }`; `simulate_with_lanes`, the event simulation simulate.py runs with a link).
 - measured.py: the check against a measured pair (`check_measured`): is the derived F&B within 10%
   of a trace's span where sequential F + B and max(compute, comm) are not.
 
-Pure values and functions; lang/chunk.py (a `chunk { }` block) and viz/pair.py (the picture) use them.
+Pure values and functions; lang/chunk.py (a `chunk { }` block), lang/costs.py (a `link { }`),
+simulate.py (the lanes) and viz/pair.py (the picture) use them.
 May import: errors
 Libraries at module level: none
 Libraries inside functions: none

@@ -2,7 +2,9 @@
 
 One cell (`<g class="cell">`) per compute instruction, placed at its simulated start and end, with
 a `<title>` tooltip; an OVERLAP is its two halves (forward, backward) inside one shared border.
-Several timelines (`schedc viz --compare`) stack on one time axis. The SVG is written directly;
+Several timelines (`schedc viz --compare`) stack on one time axis. A timeline with a link has a
+thin communication lane under each rank (LANE pixels): each transfer a bar (`<rect class="xfer">`)
+on the lanes of its sender and its receiver. The SVG is written directly;
 PNG comes from it through cairosvg (viz/png.py). Sized by default, a typical op is CELL pixels wide
 (narrower, down to MIN_CELL, past WIDE pixels); a picture over MAX_SIDE pixels a side is refused
 (`PictureTooLarge`, saying what to change), and a label too wide for its cell takes a smaller font.
@@ -32,6 +34,8 @@ CELL = 28  # pixels for a typical op (the median over the panels) in a picture s
 WIDE = 3600  # pixels: a default picture grows to this width, then its cells narrow toward MIN_CELL
 MIN_CELL = 3  # pixels: narrower typical ops blur into bars; a default picture that needs them is refused
 SMALL_CHAR = 5.1  # px per char of a cell label in the small font, for cells too narrow for the usual one
+LANE = 8  # pixels: the communication lane under each rank of a timeline with a link
+XFER_COLOR = "#76b7b2"
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,20 @@ def _cell(spec: PipelineSpec, slot, x0: float, y: float, scale: float) -> str:
     return "".join(out)
 
 
+def _lane_bars(panel: Panel, x0: float, y: float, pitch: float, scale: float) -> list[str]:
+    """The transfers of a linked timeline as bars on the lanes of their two ends."""
+    out = []
+    for t in panel.timeline.transfers:
+        x, w = x0 + t.start * scale, max((t.end - t.start) * scale, 0.5)
+        tip = escape(f"{format_instr(t.instr)}'s output, rank {t.sender} -> rank {t.receiver}: "
+                     f"start {t.start:g}, end {t.end:g}")
+        for rank in (t.sender, t.receiver):
+            out.append(f'<rect class="xfer" x="{x:.2f}" y="{y + pitch * rank + ROW - 1:.2f}" '
+                       f'width="{w:.2f}" height="{LANE - 2}" fill="{XFER_COLOR}" stroke="#ffffff" '
+                       f'stroke-width="0.4"><title>{tip}</title></rect>')
+    return out
+
+
 def _caption(panel: Panel) -> str:
     """What the panel shows, its parts separated by " | " (where it wraps when narrow)."""
     spec, t = panel.spec, panel.timeline
@@ -141,9 +159,11 @@ def _caption(panel: Panel) -> str:
     layout = "" if spec.placement == spec.schedule else f", {spec.placement} placement"
     if spec.chunks > 1:
         layout += f", {spec.chunks} stages per rank (darker: later ones)"
+    lane = (f" | waited on transfers {max(r.lane_exposed for r in t.ranks):g} (the most of a rank)"
+            if t.linked else "")
     return (f"{spec.name}: {spec.schedule}{layout} | {spec.ranks} ranks x {spec.microbatches} "
             f"microbatches | makespan {t.makespan:g} | bubble {t.bubble:g} "
-            f"(ratio {t.bubble_ratio:.1%}) | peak activations {peak:g}")
+            f"(ratio {t.bubble_ratio:.1%}) | peak activations {peak:g}{lane}")
 
 
 def wrap_caption(text: str, width: float, char: float = CAP_CHAR) -> list[str]:
@@ -187,9 +207,12 @@ def _axis(x0: float, y: float, makespan: float, scale: float) -> list[str]:
     return out
 
 
-def _legend_items(kinds: list[OpKind], has_overlap: bool, has_reverse: bool, has_chunks: bool):
+def _legend_items(kinds: list[OpKind], has_overlap: bool, has_reverse: bool, has_chunks: bool,
+                  has_lane: bool = False):
     """(swatch fill, swatch class, text) of each legend entry."""
     items = [(COLORS[k], "", f"{k.value} {NAMES[k]}") for k in kinds]
+    if has_lane:
+        items.append((XFER_COLOR, "", "transfer on the link (lane under each rank)"))
     if has_overlap:
         items.append(("#ffffff", "pair", "overlapped F&B pair"))
     if has_reverse:
@@ -231,19 +254,22 @@ def render_timeline_svg(panels: list[Panel], width: int | None = None, notes: tu
     kinds = sorted({op.kind for _, s in slots for op in (s.instr.parts or (s.instr,))},
                    key=lambda k: "FRBIW".index(k.value))
     items = _legend_items(kinds, any(s.instr.kind is OpKind.OVERLAP for _, s in slots),
-                          any(p.spec.directions == 2 for p in panels), any(p.spec.chunks > 1 for p in panels))
+                          any(p.spec.directions == 2 for p in panels), any(p.spec.chunks > 1 for p in panels),
+                          any(p.timeline.linked for p in panels))
     body, height = _legend(PAD, PAD, total_w - PAD, items)
     y = PAD + height + 8
     for panel in panels:
         lines = wrap_caption(_caption(panel), total_w - 2 * PAD)
         body.append(_caption_svg(PAD, y, lines))
         y += 20 + CAP_LINE * (len(lines) - 1)
+        pitch = ROW + (LANE if panel.timeline.linked else 0)
         for rank in range(panel.spec.ranks):
-            body.append(f'<rect x="{x0}" y="{y + ROW * rank + 1}" width="{makespan * scale:.2f}" '
+            body.append(f'<rect x="{x0}" y="{y + pitch * rank + 1}" width="{makespan * scale:.2f}" '
                         f'height="{ROW - 2}" class="row"/>'
-                        f'<text x="{PAD}" y="{y + ROW * rank + ROW / 2 + 4}" class="rank">rank {rank}</text>')
-        body += [_cell(panel.spec, s, x0, y + ROW * s.rank, scale) for s in panel.timeline.slots]
-        y += ROW * panel.spec.ranks + 6
+                        f'<text x="{PAD}" y="{y + pitch * rank + ROW / 2 + 4}" class="rank">rank {rank}</text>')
+        body += [_cell(panel.spec, s, x0, y + pitch * s.rank, scale) for s in panel.timeline.slots]
+        body += _lane_bars(panel, x0, y, pitch, scale)
+        y += pitch * panel.spec.ranks + 6
     body += _axis(x0, y, makespan, scale)
     y += 24
     for note in notes:

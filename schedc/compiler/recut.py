@@ -3,7 +3,9 @@
 `with_family(spec, family)` and `with_placement(spec, placement)` are what `schedule = auto`,
 `placement = any` and `schedc compare` use to run one pipeline under several families: the file's
 settings re-checked under the new family (a located error where they do not fit), the file's stages
-re-cut into the new number of stages (`costs.recut_costs`), so the same layers are cut differently.
+re-cut into the new number of stages (`lang.costs.recut_costs`), so the same layers are cut
+differently. (Language work on a checked spec; it lives here, beside its user choose.py, since
+the lang room is full.)
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import Diagnostic, SchedError
-from .costs import recut_costs, recut_sizes
-from .recompute import recut_recompute
-from .spec import (FAMILY_PLACEMENT, OVERLAP_FAMILIES, PLACEMENTS, SEARCHES, SPLIT_FAMILIES,
+from ..lang.costs import recut_costs, recut_sizes
+from ..lang.recompute import recut_recompute
+from ..lang.spec import (FAMILY_PLACEMENT, OVERLAP_FAMILIES, PLACEMENTS, SEARCHES, SPLIT_FAMILIES,
                    PipelineSpec, check_pipeline)
-from .syntax import PipelineAST, Setting
+from ..lang.syntax import PipelineAST, Setting
 
 _FAMILY_KEYS = ("schedule", "placement", "chunks", "split_backward", "overlap")
 
