@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     if args.rebalance_every:  # before the optimizer and the tally: redundant slots are new parameters
         balancer = LiveBalancer(runner.modules, place, Rebalancing(
             args.rebalance_every, args.window or args.rebalance_every, args.redundant or 0, args.max_moves,
-            args.load_log), comm_device, rank)
+            args.load_log, 0.02 if args.balance_tolerance is None else args.balance_tolerance), comm_device, rank)
     if args.memory:
         runner.tally = ActivationTally([p for m in runner.modules.values() for p in m.parameters()],
                                        spec.activations)

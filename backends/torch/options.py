@@ -41,6 +41,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--steps", dict(type=positive_int, default=1, help="training steps to run (forward, backward, "
                      "optimizer step)")),
@@ -81,6 +92,9 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
                          "per MoE layer (a multiple of --ep) for replicas of busy experts (default 0)")),
     ("--max-moves", dict(type=non_negative_int, metavar="K", help="with --rebalance-every: change at most K slots "
                          "per layer per rebalance (default: as few as the best balance allows)")),
+    ("--balance-tolerance", dict(type=non_negative_float, metavar="T", help="with --rebalance-every: move "
+                                 "only as many experts as bring each layer's busiest member within 1 + T of the "
+                                 "best plan's (default 0.02; 0: the best plan, relabelled to keep what it can)")),
     ("--load-log", dict(metavar="DIR", help="with --rebalance-every: write each rebalance's loads and placements "
                         "(rank{R}-step{S}.json, which `schedc balance FILE --previous FILE` replays) and the "
                         "per-step imbalance and step time (rank{R}-steps.jsonl) into this new folder")),

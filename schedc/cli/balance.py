@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--previous", metavar="PLACEMENT", help="the placement in use (a JSON written by -o, or "
                    "a phy2log array): keep as many experts in their slots as possible")
     p.add_argument("--max-moves", type=int, help="with --previous: change at most this many slots per layer")
+    p.add_argument("--tolerance", type=float, help="with --previous: change only the slots that bring each "
+                   "layer's slowest GPU within 1 + T of the best plan's (what schedc run --rebalance-every does, "
+                   "T = 0.02 by default)")
     p.add_argument("--speeds", help="relative GPU speeds, one per GPU: 1,1,0.5,... or 16x1,16x0.5")
     p.add_argument("-o", "--output", help="write the placement JSON here (phy2log, log2phy, logcnt, "
                    "per-GPU loads)")
@@ -62,7 +65,7 @@ def cmd_balance(args) -> int:
         check_folder(output)
     request = BalanceRequest(args.file, args.replicas, args.gpus, args.nodes, args.groups, args.policy,
                              args.hierarchical, args.allow_duplicates, args.previous, args.max_moves,
-                             args.speeds)
+                             args.speeds, args.tolerance)
     result = run_balance(request)
     sys.stdout.write(json.dumps(report_json(result), indent=1) + "\n" if args.json else result.report)
     inputs = [args.file] + ([args.previous] if args.previous else [])

@@ -31,6 +31,7 @@ class BalanceRequest:
     previous: str | None = None
     max_moves: int | None = None
     speeds: str | None = None
+    tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def run_balance(request: BalanceRequest) -> BalanceResult:
     try:
         plan = plan_experts(weight, request.replicas, request.groups, request.nodes, request.gpus,
                             request.policy, allow_duplicates=request.allow_duplicates,
-                            previous=previous, max_moves=request.max_moves, **options)
+                            previous=previous, max_moves=request.max_moves, tolerance=request.tolerance,
+                            **options)
         eplb = plan if request.policy == "eplb" and previous is None else plan_experts(
             weight, request.replicas, request.groups, request.nodes, request.gpus, "eplb", **options)
     except SchedError as error:  # the files are read and checked: what is left is the options

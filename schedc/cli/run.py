@@ -105,7 +105,7 @@ def _check_model(spec: PipelineSpec, args) -> None:
 def _rebalance_problem(args) -> str | None:
     """Why the live-balancing options cannot be used as given, or None."""
     if not args.rebalance_every:
-        given = [flag for flag in ("--window", "--redundant", "--max-moves", "--load-log")
+        given = [flag for flag in ("--window", "--redundant", "--max-moves", "--balance-tolerance", "--load-log")
                  if getattr(args, flag[2:].replace("-", "_")) is not None]
         return f"{given[0]} tunes live expert balancing: add --rebalance-every N" if given else None
     if args.load_log and Path(args.load_log).exists() and (not Path(args.load_log).is_dir()
@@ -177,10 +177,10 @@ def register(sub) -> None:
                    "not stable)")
     p.add_argument("--profile-alone", action="store_true", help="with --profile on cpu: time the stages "
                    "alone, not beside processes computing as the host's other ranks would")
-    p.add_argument("--calibrate", type=non_negative_int, default=6, metavar="STEPS", help="with --profile: "
-                   "then run the plan with the profiled costs for STEPS traced steps on this host and take each "
+    p.add_argument("--calibrate", type=non_negative_int, default=16, metavar="STEPS", help="with --profile: "
+                   "then run the plan with the profiled costs for STEPS traced steps on this host, take each "
                    "figure it runs from the steps after the first (isolated timings miss what ops cost inside "
-                   "a run); 0 skips the run (default 6)")
+                   "a run) and fit comm to its step; 0 skips the run (default 16)")
     p.add_argument("--bandwidth", type=positive_float, metavar="GB/S", help="with --profile: compute comm "
                    "from this bandwidth instead of measuring it between two processes")
     p.set_defaults(func=cmd_run)

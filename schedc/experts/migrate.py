@@ -86,24 +86,44 @@ def relabel(phy2log: np.ndarray, previous: np.ndarray, shape: Shape, speeds: np.
     return out
 
 
-def migrate(weight, phy2log, previous, shape: Shape, speeds, distinct: bool, max_moves):
+def migrate(weight, phy2log, previous, shape: Shape, speeds, distinct: bool, max_moves, tolerance=None):
     """The plan to apply after `previous`: `(phy2log, moves [layers])`. Without `max_moves`, the
-    new plan relabelled; with it, layers needing more moves get `limited_moves` instead."""
+    new plan relabelled; with it, layers needing more moves get `limited_moves` instead. With
+    `tolerance`, a layer takes the fewest moves from `previous` (greedy, `limited_moves`) that
+    bring its slowest GPU within `1 + tolerance` of the new plan's, when that is fewer moves."""
     out = relabel(phy2log, previous, shape, speeds)
+    moves = (out != previous).sum(axis=1)
+    if tolerance is not None:
+        target = (placement_time(weight, out, shape, speeds)) * (1 + tolerance)
+        for layer in np.flatnonzero(moves > 0):
+            budget = int(moves[layer] if max_moves is None else min(moves[layer], max_moves))
+            near = limited_moves(weight[layer], previous[layer], shape, speeds, distinct, budget, target[layer])
+            if placement_time(weight[layer][None], near[None], shape, speeds)[0] <= target[layer] + EPS:
+                out[layer] = near
     if max_moves is not None:
         for layer in np.flatnonzero((out != previous).sum(axis=1) > max_moves):
             out[layer] = limited_moves(weight[layer], previous[layer], shape, speeds, distinct, max_moves)
     return out, (out != previous).sum(axis=1)
 
 
-def limited_moves(weight, previous, shape: Shape, speeds, distinct: bool, max_moves: int) -> np.ndarray:
+def placement_time(weight, phy2log, shape: Shape, speeds) -> np.ndarray:
+    """The slowest GPU's time per layer, `[layers]`, each replica an equal share of its expert."""
+    from .moves import gpu_loads
+    return (gpu_loads(weight, phy2log.reshape(len(phy2log), shape.gpus, -1)) / speeds).max(axis=1)
+
+
+def limited_moves(weight, previous, shape: Shape, speeds, distinct: bool, max_moves: int,
+                  target: float | None = None) -> np.ndarray:
     """Greedy descent from `previous` (`[R]`, one layer) on the slowest GPU's time under
     `weight [E]`: each step the change of one slot, or the exchange of two, that lowers it most
     (or leaves fewer GPUs at it); never more than `max_moves` slots different from `previous`,
-    never an expert without a replica, and, when hierarchical, experts stay on their node."""
+    never an expert without a replica, and, when hierarchical, experts stay on their node. With
+    `target`, it stops as soon as the slowest GPU's time is at most `target`."""
     slots = previous.copy()
     home = _home_nodes(previous, shape)
     for _ in range(4 * max_moves + 8):
+        if target is not None and placement_time(weight[None], slots[None], shape, speeds)[0] <= target + EPS:
+            break
         step = _best_step(weight, slots, previous, shape, speeds, distinct, home, max_moves)
         if step is None:
             break

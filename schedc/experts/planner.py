@@ -138,14 +138,16 @@ def _layer_bound(weight: np.ndarray, shape: Shape, speeds: np.ndarray, distinct:
 
 def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="best", *,
                  hierarchical=None, allow_duplicates=False, speeds=None, previous=None,
-                 max_moves=None) -> ExpertPlan:
+                 max_moves=None, tolerance=None) -> ExpertPlan:
     """Replicate and place experts. `weight: [layers, E]` tokens per expert (a 1-D array is one
     layer); R = `num_replicas` slots per layer, a multiple of M = `num_gpus`; `policy`: "eplb"
     (DeepSeek's plan, exactly) or "best" (joint search, never worse than "eplb"); `hierarchical`:
     keep each expert group on one node (None: DeepSeek's rule, when groups divide over nodes);
     `allow_duplicates`: let "best" put two replicas of one expert on a GPU; `speeds: [M]` relative
     GPU speeds; `previous: [layers, R]` the phy2log in place now, to keep as many slots as possible
-    (`max_moves`: at most this many changed slots per layer). Raises `SchedError` on bad input."""
+    (`max_moves`: at most this many changed slots per layer; `tolerance`: instead of the new plan,
+    the fewest changes that bring the slowest GPU within 1 + tolerance of its time, found greedily
+    from `previous`, when that changes fewer slots). Raises `SchedError` on bad input."""
     weight = check_weight(weight)
     if policy not in POLICIES:
         raise fail(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -157,6 +159,8 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
         raise fail(f"max_moves must be an integer >= 0, got {max_moves!r}")
     if max_moves is not None and old is None:
         raise fail("max_moves needs the previous placement (previous=..., CLI: --previous FILE)")
+    if tolerance is not None and (old is None or not 0 <= tolerance < float("inf")):
+        raise fail(f"tolerance must be a number >= 0 and needs the previous placement, got {tolerance!r}")
     distinct = policy == "best" and not allow_duplicates
     if distinct:
         check_no_duplicates(shape)
@@ -170,7 +174,7 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
     moves = None
     if old is not None:
         from .migrate import migrate
-        phy2log, moves = migrate(weight, phy2log, old, shape, speeds, distinct, max_moves)
+        phy2log, moves = migrate(weight, phy2log, old, shape, speeds, distinct, max_moves, tolerance)
     if policy != "eplb" or old is not None:
         logcnt = np.stack([np.bincount(row, minlength=shape.experts) for row in phy2log])
         log2phy = build_log2phy(phy2log, replica_ranks(phy2log), logcnt)

@@ -39,14 +39,16 @@ from .migration import MigrationFailed, add_redundant_slots, migrate
 @dataclass(frozen=True)
 class Rebalancing:
     """The options: rebalance after every `every` steps on the counts of the last `window`, with
-    `redundant` extra slots per layer, at most `max_moves` changed slots per layer (None: fewest),
-    decisions and per-step loads written under `log` (None: not written)."""
+    `redundant` extra slots per layer, at most `max_moves` changed slots per layer (None: no
+    limit), only the moves that bring each layer's busiest member within 1 + `tolerance` of the
+    best plan's, decisions and per-step loads written under `log` (None: not written)."""
 
     every: int
     window: int
     redundant: int = 0
     max_moves: int | None = None
     log: str | None = None
+    tolerance: float = 0.02
 
 
 def rebalancing_problem(stages, size: int, redundant: int) -> str | None:
@@ -143,7 +145,7 @@ class LiveBalancer:
             if busy.any():
                 start = time.perf_counter()
                 plan = plan_experts(weight[busy], slots, 1, 1, self.place.size, "best", previous=old.numpy()[busy],
-                                    max_moves=self.options.max_moves)
+                                    max_moves=self.options.max_moves, tolerance=self.options.tolerance or None)
                 figures[0] = time.perf_counter() - start
                 new[torch.from_numpy(busy)] = torch.tensor(plan.phy2log.tolist())
                 fresh = plan_experts(weight[busy], slots, 1, 1, self.place.size, "best")
@@ -185,15 +187,16 @@ class LiveBalancer:
 
     def write_log(self) -> None:
         """Member 0 of each group writes its steps and decisions under the log folder: one
-        `rank{R}-step{S}.json` per decision (`schedc balance FILE --previous FILE` replays it:
-        "weight" is the window's loads, "phy2log" the placement in use) and `rank{R}-steps.jsonl`."""
+        `rank{R}-step{S}.json` per decision (`schedc balance FILE --previous FILE --replicas R --gpus E
+        --tolerance T` replays it: "weight" is the window's loads, "phy2log" the placement in use)
+        and `rank{R}-steps.jsonl`."""
         if self.options.log is None or self.place.member != 0:
             return
         os.makedirs(self.options.log, exist_ok=True)
         for decision in self.decisions:
             path = os.path.join(self.options.log, f"rank{self.place.rank}-step{decision['step']}.json")
             record = {**decision, "ep": self.place.size, "redundant": self.options.redundant,
-                      "max_moves": self.options.max_moves}
+                      "max_moves": self.options.max_moves, "tolerance": self.options.tolerance}
             _write(path, "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in record.items()) + "\n}\n")
         _write(os.path.join(self.options.log, f"rank{self.place.rank}-steps.jsonl"),
                "".join(json.dumps(row) + "\n" for row in self.steps))
