@@ -116,11 +116,12 @@ ZIPF = {"MOE_EXPERTS": "8", "MOE_ZIPF": "1.0"}
 def test_check_passes_across_two_rebalances_and_the_log_replays(tmp_path):
     """ranks = 2, ep = 2, 8 experts with 2 redundant slots, a Zipf-skewed router: two rebalances
     (after steps 2 and 4 of 5); the run trains the same model as the single-process one (which
-    never rebalances), the imbalance drops, and `schedc balance` replays each decision."""
-    log = tmp_path / "loads"
+    never rebalances), the imbalance drops, `schedc balance` replays each decision, and the trace
+    marks each rebalance on every process's communication lane."""
+    log, trace = tmp_path / "loads", tmp_path / "trace.json"
     codes, outputs, _ = launch([sched(tmp_path, "1f1b", 2, 4)] * 4, model=MOE, env_extra=ZIPF, extra=(
         "--check", "--steps", "5", "--ep", "2", "--rebalance-every", "2", "--redundant", "2",
-        "--load-log", str(log), "--timeout", "30"))
+        "--load-log", str(log), "--timeout", "30", "--trace", str(trace)))
     assert codes == [0] * 4, outputs
     out = outputs[0]
     assert "PASS" in out and out.count("rebalance after step") == 4, out
@@ -135,6 +136,8 @@ def test_check_passes_across_two_rebalances_and_the_log_replays(tmp_path):
                              "--gpus", "2", "--tolerance", "0.02", "-o", str(replay)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(replay.read_text())["phy2log"] == decision["placed"]
+    marks = [e for e in json.loads(trace.read_text())["traceEvents"] if e["name"].startswith("rebalance: ")]
+    assert {e["pid"] for e in marks} == {0, 1, 2, 3} and len(marks) == 8  # two per process, on its lane
 
 
 @pytest.mark.torchrun
