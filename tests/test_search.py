@@ -256,7 +256,8 @@ def test_microbatch_order_relabelling_keeps_every_constraint(placement, ranks, m
     """The proof behind the exact model's in-order constraint, checked on random valid schedules:
     handing each (direction, stage, kind)'s start times to its microbatches in order keeps every
     dependency, every rank's busy intervals and every rank's peak memory."""
-    from schedc.search.exact import _groups, _times, in_microbatch_order
+    from schedc.search.evaluate import start_times as _times
+    from schedc.search.exact import _groups, in_microbatch_order
     if placement == "bidirectional":
         m *= 2
     chunks = {"interleaved": 2, "v": 2}.get(placement, 1)

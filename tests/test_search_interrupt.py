@@ -4,6 +4,7 @@ traceback; progress is reported only to a reporter that asked, on a terminal (se
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -126,3 +127,52 @@ def test_a_picture_of_an_interrupted_search_is_not_drawn(monkeypatch, tmp_path, 
     out = tmp_path / "big.svg"
     assert main(["viz", str(path), "-o", str(out)]) == 130
     assert not out.exists() and "interrupted" in capsys.readouterr().err
+
+
+LAYERED = ("pipeline layered { ranks = 4  microbatches = 8  placement = v  schedule = search  search_time = 1 "
+           "stages = auto  layers { embed { F = 2  activation = 1  params = 2 } "
+           "block * 10 { F = 1  activation = 1  params = 1 }  head { F = 3  params = 2 } } }")
+
+
+def test_partition_stops_when_its_schedule_search_is_interrupted(monkeypatch, tmp_path, capsys):
+    """Ctrl-C in the `schedule = search` that `schedc partition` compiles: the split loop does not
+    go on; the best split scored so far is printed, marked interrupted, and the exit is 130."""
+    from schedc.cli import main
+    from schedc.partition import best_split
+
+    def no_family(spec, prob):  # the search must list-schedule (a family's plan is at the bound)
+        return iter(())
+
+    monkeypatch.setattr(local_search, "family_seeds", no_family)
+    interrupt_after_five_schedules(monkeypatch)
+    climbs = []
+    monkeypatch.setattr(best_split.SplitSearch, "_climb", lambda self, *a: climbs.append(a))
+    path = tmp_path / "layered.sched"
+    path.write_text(LAYERED)
+    assert main(["partition", str(path), "--json"]) == 130
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["interrupted"] is True and not report["exact"] and report["makespan"] > 0
+    assert report["evaluated"] < 10 and not climbs  # the anchors and the min-max split only
+    assert "interrupted" in captured.err and "Traceback" not in captured.err
+
+
+def test_partition_interrupted_in_its_split_loop_prints_the_best_so_far(monkeypatch, tmp_path, capsys):
+    from schedc.cli import main
+    from schedc.partition.evaluate import Evaluator
+
+    real, calls = Evaluator.evaluate, {"n": 0}
+
+    def stopping(self, bounds):  # one Ctrl-C, at the fourth split
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, bounds)
+
+    monkeypatch.setattr(Evaluator, "evaluate", stopping)
+    path = tmp_path / "layered.sched"
+    path.write_text(LAYERED.replace("schedule = search  search_time = 1", "schedule = zbv"))
+    assert main(["partition", str(path)]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted, not proven" in captured.out and "makespan" in captured.out
+    assert "interrupted" in captured.err and calls["n"] < 20

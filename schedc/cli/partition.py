@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..partition.problem import PartitionProblem, family_spec, split_spec
 from .common import (UsageError, compiled_timeline, load_specs, output_format, select_pipelines, to_png,
                      write_output)
 from .draw import check_width, render_timeline
+from .plans import INTERRUPTED
 
 
 def _read_json(path: str):
@@ -135,10 +137,14 @@ def cmd_partition(args) -> int:
     fmt = output_format(args.viz, None, ("svg", "png"), "a timeline") if args.viz else None
     check_width(args.width)  # the picture's format, folder and width: before the work and the report
     after = build_report(_check_min_layers(args, _problem(args, args.ranks, args.speeds)), args.budget)
+    if after.choice.interrupted:  # Ctrl-C: the best split so far, marked, and stop
+        return _report_interrupted(after, args.json)
     before = None
     if args.from_ranks is not None or args.from_speeds is not None:
         previous = args.from_ranks if args.from_ranks is not None else after.problem.spec.ranks
         before = build_report(_check_min_layers(args, _problem(args, previous, args.from_speeds)), args.budget)
+        if before.choice.interrupted:  # Ctrl-C on the cluster before the change: what is known now
+            return _report_interrupted(after, args.json)
     if args.json:
         out = report_json(after)
         if before is not None:
@@ -153,6 +159,18 @@ def cmd_partition(args) -> int:
         inputs = [after.problem.model.span.file if after.problem.model.span else args.file]
         write_output(svg if fmt == "svg" else to_png(svg), args.viz, inputs)
     return 0
+
+
+def _report_interrupted(report: Report, as_json: bool) -> int:
+    """Ctrl-C stopped the schedule's search or the split search: the report of the best split so
+    far (no picture, no re-balance), a line on standard error, exit 130."""
+    if as_json:
+        print(json.dumps(report_json(report), indent=1))
+    else:
+        print(format_report(report), end="")
+    print("schedc: interrupted: the partition stopped early; the split shown is the best it had "
+          "scored, not proven", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _draw(report, width: int | None) -> str:
@@ -200,6 +218,8 @@ def format_report(report: Report) -> str:
             lines.append(f"{'':<28}   ({row.note})")
     proof = ("optimal: every split that could be faster was simulated" if choice.exact else
              f"best found; the search stopped at its budget of {choice.evaluated} splits")
+    if choice.interrupted:
+        proof = "interrupted, not proven: the best split scored before Ctrl-C"
     lines += [f"lower bound on any split's makespan: {choice.lower_bound:g}; {proof} "
               f"({choice.evaluated} splits simulated)", "",
               f"Megatron:   --pipeline-model-parallel-layout \"{format_megatron_layout(problem.model, best.bounds)}\"",
@@ -224,6 +244,8 @@ def report_json(report: Report) -> dict:
     out.update({"schedule": problem.spec.schedule, "ranks": problem.spec.ranks,
                 "microbatches": problem.spec.microbatches, "lower_bound": choice.lower_bound,
                 "exact": choice.exact, "evaluated": choice.evaluated, "anchors": []})
+    if choice.interrupted:
+        out["interrupted"] = True
     for row in report.rows[1:]:
         entry = {"name": row.name, "note": row.note}
         if row.result is not None:

@@ -118,11 +118,12 @@ def replica_ranks(phy2log: np.ndarray) -> np.ndarray:
 
 
 def rebalance_eplb(weight: np.ndarray, num_replicas: int, num_groups: int, num_nodes: int,
-                   num_gpus: int, hierarchical: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """DeepSeek's `rebalance_experts` on checked arguments: `(phy2log, log2phy, logcnt)`."""
+                   num_gpus: int, hierarchical: bool, with_log2phy: bool = True):
+    """DeepSeek's `rebalance_experts` on checked arguments: `(phy2log, log2phy, logcnt)`
+    (`log2phy` None when not `with_log2phy`: a caller that replaces the plan has no use for it)."""
     w32 = weight.astype(np.float32)
     if hierarchical:
         phy2log, phyrank, logcnt = rebalance_hierarchical(w32, num_replicas, num_groups, num_nodes, num_gpus)
     else:
         phy2log, phyrank, logcnt = rebalance_hierarchical(w32, num_replicas, 1, 1, num_gpus)
-    return phy2log, build_log2phy(phy2log, phyrank, logcnt), logcnt
+    return phy2log, build_log2phy(phy2log, phyrank, logcnt) if with_log2phy else None, logcnt

@@ -23,6 +23,7 @@ ROUNDS = 2  # grids of targets, each between the bound and the best placement of
 OPEN_GAP = 5e-3  # rows further than this above their bound get the target-driven construction
 CONSTRUCT_BUDGET = 4e6  # rows x targets x GPUs x experts per construction round: the worst rows first
 WINDOW = 4  # replica counts tried per expert in one construction step, from the fewest possible
+_WINDOW = np.arange(WINDOW)
 
 
 def lower_bound(weight: np.ndarray, total: int, speeds: np.ndarray, cap: int) -> np.ndarray:
@@ -51,69 +52,72 @@ def largest_replica(weight: np.ndarray, total: int) -> np.ndarray:
 def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gpu: int,
               cap: int) -> np.ndarray:
     """The target-driven construction (candidate 2 above) for `weight: [rows, n]`, one target
-    per row; returns `slots [rows, m, S]` (a complete placement even where T is missed)."""
+    per row; returns `slots [rows, m, S]` (a complete placement even where T is missed). The
+    loop runs over the n experts (each step a few whole-array operations on `[rows, m]`), so
+    what it computes per step is kept to the least (columns read contiguous, no division by
+    speeds that are all 1)."""
     rows, n = weight.shape
     m = speeds.shape[1]
     order = np.argsort(-weight, axis=1, kind="stable")
     ordered = np.take_along_axis(weight, order, axis=1)
-    smallest = ordered[:, -1]
+    values, experts = ordered.T.copy(), order.T.copy()
+    smallest = ordered[:, -1:]
     capacity = target[:, None] * speeds
     load = np.zeros((rows, m))
     free = np.full((rows, m), per_gpu)
     slots = np.full((rows, m, per_gpu), -1, np.int64)
     remaining = np.full(rows, m * per_gpu)
-    whole = target * speeds.max(axis=1) + 1e-9  # the most one replica may carry
+    per_replica = target * speeds.max(axis=1)
+    whole = per_replica + 1e-9  # the most one replica may carry
+    scale = None if (speeds == 1).all() else speeds  # x / 1 == x: no division needed
     for k in range(n):
-        value, expert = ordered[:, k], order[:, k]
-        room = capacity - load - (free - 1) * smallest[:, None]
-        usable = (free > 0) & (value[:, None] <= room + 1e-9)
+        value = values[k]
+        room = capacity - load - (free - 1) * smallest
+        has_room = free > 0
+        usable = has_room & (value[:, None] <= room + 1e-9)
         count = np.ones(rows, np.int64)
         hard = np.flatnonzero(~usable.any(axis=1) | (value > whole))
         if hard.size:
             most = np.minimum(cap, remaining[hard] - (n - k - 1))
-            count[hard], usable[hard] = _split(value[hard], target[hard], speeds[hard], room[hard],
-                                               free[hard], most)
-        _place(slots, load, free, usable, expert, value, count, speeds)
+            count[hard], usable[hard] = _split(value[hard], per_replica[hard], room[hard],
+                                               has_room[hard], most)
+        _place(slots, load, free, usable, experts[k], value, count, scale, hard.size > 0)
         remaining -= count
     return _fill(weight, slots, capacity, cap)
 
 
-def _split(value, target, speeds, room, free, most):
+def _split(value, per_replica, room, has_room, most):
     """For experts that need more than one replica (or fit nowhere whole): the fewest replicas,
     trying `WINDOW` counts from the least possible, that fit on that many distinct GPUs with a free
     slot. Returns the count and the GPUs it may use (any with a free slot where none fits)."""
-    rows = value.shape[0]
-    row = np.arange(rows)
-    fewest = np.minimum(np.ceil(value / (target * speeds.max(axis=1)) - 1e-9).clip(1, None)
-                        .astype(np.int64), most)
-    count = fewest[:, None] + np.arange(WINDOW)
-    fits = (free > 0)[:, None, :] & ((value[:, None] / count)[:, :, None] <= room[:, None, :] + 1e-9)
+    row = np.arange(value.shape[0])
+    fewest = np.minimum(np.maximum(np.ceil(value / per_replica - 1e-9), 1).astype(np.int64), most)
+    count = fewest[:, None] + _WINDOW
+    fits = has_room[:, None, :] & ((value[:, None] / count)[:, :, None] <= room[:, None, :] + 1e-9)
     good = (fits.sum(axis=2) >= count) & (count <= most[:, None])
-    pick = good.argmax(axis=1)
-    found = good[row, pick]
-    chosen = np.minimum(np.where(found, count[row, pick], fewest), (free > 0).sum(axis=1))
-    return chosen, np.where(found[:, None], fits[row, pick], free > 0)
+    pick = good.argmax(axis=1)  # the first count that fits; `found`: whether any does
+    found = good.any(axis=1)
+    chosen = np.minimum(np.where(found, fewest + pick, fewest), has_room.sum(axis=1))
+    return chosen, np.where(found[:, None], fits[row, pick], has_room)
 
 
-def _place(slots, load, free, usable, expert, value, count, speeds) -> None:
-    """Put `count` replicas of each row's `expert` on its fullest usable GPUs (in place)."""
+def _place(slots, load, free, usable, expert, value, count, scale, maybe_many: bool) -> None:
+    """Put `count` replicas of each row's `expert` on its fullest usable GPUs (in place); `scale`:
+    the GPUs' speeds (None when all are 1); `maybe_many`: whether some count may exceed 1."""
     rows, m, per_gpu = slots.shape
-    key = np.where(usable, -load / speeds, np.inf)
-    many = np.flatnonzero(count > 1)
-    if not many.size:  # one replica each: one GPU per row
+    key = np.where(usable, -load if scale is None else -load / scale, np.inf)
+    many = np.flatnonzero(count > 1) if maybe_many else ()
+    if not len(many):  # one replica each: one GPU per row
         r, g = np.arange(rows), key.argmin(axis=1)
         slots[r, g, per_gpu - free[r, g]] = expert
         load[r, g] += value
         free[r, g] -= 1
         return
-    chosen, mask = key.argmin(axis=1)[:, None], np.ones((rows, 1), bool)
-    if many.size:
-        width = int(count.max())
-        wide = np.broadcast_to(chosen, (rows, width)).copy()
-        wide[many] = np.argsort(key[many], axis=1, kind="stable")[:, :width]
-        chosen, mask = wide, np.arange(width) < count[:, None]
-    r = np.broadcast_to(np.arange(rows)[:, None], chosen.shape)[mask]
-    g = chosen[mask]
+    width = int(count.max())
+    chosen = np.repeat(key.argmin(axis=1)[:, None], width, axis=1)
+    chosen[many] = np.argsort(key[many], axis=1, kind="stable")[:, :width]
+    mask = np.arange(width) < count[:, None]
+    r, g = np.nonzero(mask)[0], chosen[mask]
     slots[r, g, per_gpu - free[r, g]] = expert[r]
     load[r, g] += (value / count)[r]
     free[r, g] -= 1
@@ -164,9 +168,16 @@ def solve_rows(weight: np.ndarray, speeds: np.ndarray, per_gpu: int, cap: int, d
     if open_rows.size == 0:
         return slots
     best, best_value = slots[open_rows], value[open_rows]
-    for _ in range(ROUNDS):
-        best, best_value = _target_round(weight[open_rows], speeds[open_rows], per_gpu, cap,
-                                         bound[open_rows], best, best_value)
+    todo = np.arange(open_rows.size)
+    for _ in range(ROUNDS):  # a row the last round did not improve would get the same targets again
+        rows_now = open_rows[todo]
+        built, built_value = _target_round(weight[rows_now], speeds[rows_now], per_gpu, cap,
+                                           bound[rows_now], best[todo], best_value[todo])
+        improved = built_value < best_value[todo]
+        best[todo], best_value[todo] = built, built_value
+        todo = todo[improved]
+        if not todo.size:
+            break
     best = improve_by_swaps(weight[open_rows], best, speeds[open_rows], distinct, bound[open_rows])
     better = objective(weight[open_rows], best, speeds[open_rows]) < value[open_rows]
     slots[open_rows[better]] = best[better]

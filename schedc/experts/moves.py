@@ -64,14 +64,17 @@ def pack_replicas(weight: np.ndarray, counts: np.ndarray, speeds: np.ndarray, pe
     slots = np.full((rows, m, per_gpu), -1, np.int64)
     row = np.arange(rows)
     stuck = np.zeros(rows, bool)
+    unit = bool((speeds == 1).all())  # x / 1 == x: no division needed
     for k in range(items.shape[1]):
         e = items[:, k]
-        allowed = free > 0
-        if distinct:
-            allowed &= ~holds[row, e]
-        stuck |= ~allowed.any(axis=1)
-        allowed |= ~allowed.any(axis=1, keepdims=True) & (free > 0)
-        gpu = np.where(allowed, (load + share[:, k, None]) / speeds, np.inf).argmin(axis=1)
+        has_free = free > 0
+        allowed = has_free & ~holds[row, e] if distinct else has_free
+        none = ~allowed.any(axis=1)
+        if none.any():
+            stuck |= none
+            allowed = np.where(none[:, None], has_free, allowed)
+        after = load + share[:, k, None]
+        gpu = np.where(allowed, after if unit else after / speeds, np.inf).argmin(axis=1)
         slots[row, gpu, per_gpu - free[row, gpu]] = e
         load[row, gpu] += share[:, k]
         free[row, gpu] -= 1
@@ -102,45 +105,63 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
     stops early within 1e-5 of its `bound`). Counts never change; with `distinct`, no exchange
     puts two replicas of an expert on one GPU."""
     slots = slots.copy()
-    counts = np.maximum(counts_of(slots, weight.shape[1]), 1)  # experts absent from a row: unused
+    share = weight / np.maximum(counts_of(slots, weight.shape[1]), 1)  # fixed: counts never change
     active = np.arange(slots.shape[0])
     if bound is not None:
-        active = active[objective(weight, slots, speeds) > bound * (1 + 1e-5)]
+        active = active[_slowest(share, slots, speeds) > bound * (1 + 1e-5)]
     for _ in range(rounds):
         if active.size == 0:
             break
-        moved = _swap_once(weight[active], counts[active], slots[active], speeds[active], distinct)
+        moved = _swap_once(share[active], slots[active], speeds[active], distinct)
         if moved is None:
             break
         new_slots, changed = moved
         slots[active] = new_slots
         active = active[changed]
         if bound is not None:
-            active = active[objective(weight[active], slots[active], speeds[active]) > bound[active] * (1 + 1e-5)]
+            active = active[_slowest(share[active], slots[active], speeds[active]) > bound[active] * (1 + 1e-5)]
     return slots
 
 
-def _swap_once(weight, counts, slots, speeds, distinct):
+def _slowest(share: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray:
+    """`objective` from each replica's share `[rows, n]` (the same float steps as `gpu_loads`)."""
+    loads = _gather(share, slots.reshape(slots.shape[0], -1)).reshape(slots.shape).sum(-1)
+    return (loads / speeds).max(axis=1)
+
+
+def _swap_once(share, slots, speeds, distinct):
     """One exchange per row (see `improve_by_swaps`); `None` when no row improves, else the new
-    slots and which rows changed."""
+    slots and which rows changed. Every candidate exchange of a top-GPU slot `a` with a slot `b`
+    elsewhere is scored at once, `[rows, S, m, S]`: the larger of the two GPUs' times after it
+    (the same float steps as `(load - a + b) / speed`; without the divisions when every speed is
+    1, where they change nothing); forbidden exchanges are masked in place, from per-GPU tables
+    (`holds [rows, n, m]`: which GPU holds which expert) rather than slot-by-slot comparisons."""
     rows, m, per_gpu = slots.shape
     row = np.arange(rows)
-    item = _gather(weight / counts, slots.reshape(rows, -1))
+    flat = slots.reshape(rows, -1)
+    item = _gather(share, flat)
     load = item.reshape(rows, m, per_gpu).sum(-1)
-    top_gpu = (load / speeds).argmax(axis=1)
-    top = (load / speeds)[row, top_gpu]
+    unit = bool((speeds == 1).all())
+    times = load if unit else load / speeds
+    top_gpu = times.argmax(axis=1)
+    top = times[row, top_gpu]
     a_exp, a_load = slots[row, top_gpu], item.reshape(rows, m, per_gpu)[row, top_gpu]
     b_gpu = np.repeat(np.arange(m), per_gpu)
-    new_top = ((load[row, top_gpu][:, None, None] - a_load[:, :, None] + item[:, None, :])
-               / speeds[row, top_gpu][:, None, None])
-    new_other = (load[:, b_gpu][:, None, :] - item[:, None, :] + a_load[:, :, None]) / speeds[:, b_gpu][:, None, :]
-    worse = np.maximum(new_top, new_other)
-    bad = (b_gpu[None, None, :] == top_gpu[:, None, None])
+    new_top = (load[row, top_gpu][:, None] - a_load)[:, :, None] + item[:, None, :]
+    new_other = (load[:, b_gpu] - item)[:, None, :] + a_load[:, :, None]
+    if not unit:
+        new_top /= speeds[row, top_gpu][:, None, None]
+        new_other /= speeds[:, b_gpu][:, None, :]
+    worse = np.maximum(new_top, new_other, out=new_top).reshape(rows, per_gpu, m, per_gpu)
+    bad = np.zeros((rows, 1, m, 1), bool)
+    bad[row, 0, top_gpu, 0] = True  # b on the top GPU itself
     if distinct:  # b's expert already on the top GPU, or a's already on b's GPU
-        b_on_top = (slots.reshape(rows, -1)[:, :, None] == a_exp[:, None, :]).any(axis=2)
-        a_on_other = (slots[:, None, :, :] == a_exp[:, :, None, None]).any(axis=3)[:, :, b_gpu]
-        bad = bad | b_on_top[:, None, :] | a_on_other
-    worse = np.where(bad, np.inf, worse).reshape(rows, -1)
+        holds = np.zeros((rows, share.shape[1], m), bool)
+        holds[row[:, None], flat, b_gpu[None, :]] = True
+        b_on_top = holds[row[:, None], flat, top_gpu[:, None]].reshape(rows, 1, m, per_gpu)
+        bad = bad | b_on_top | holds[row[:, None], a_exp][:, :, :, None]
+    np.copyto(worse, np.inf, where=bad)
+    worse = worse.reshape(rows, -1)
     best = worse.argmin(axis=1)
     changed = worse[row, best] < top * (1 - 1e-12) - 1e-12
     if not changed.any():
@@ -155,31 +176,27 @@ def _swap_once(weight, counts, slots, speeds, distinct):
 
 def separate_duplicates(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray | None:
     """One placement (`slots [m, S]`, `weight [n]`, `speeds [m]`) with no two replicas of an
-    expert on a GPU: each doubled replica is exchanged with a replica on another GPU, the exchange
-    that keeps the pair's larger time least; None when some doubled replica has no partner. Slow
-    (a Python loop), for the few layers where DeepSeek's doubled plan beats the search."""
+    expert on a GPU: each doubled replica (the first in GPU-then-slot order) is exchanged with a
+    replica on another GPU, the exchange that keeps the pair's larger time least (the first such
+    in the same order); None when some doubled replica has no partner. Loops over the doubled
+    replicas only, for the few layers where DeepSeek's doubled plan beats the search."""
     slots = slots.copy()
     m, per_gpu = slots.shape
     share = weight / np.bincount(slots.ravel(), minlength=weight.size).clip(1)
+    earlier = np.tri(per_gpu, k=-1, dtype=bool)  # [j, i]: slot i comes before slot j
     for _ in range(slots.size):
-        doubled = [(g, j) for g in range(m) for j in range(per_gpu) if slots[g, j] in slots[g, :j]]
-        if not doubled:
+        doubled = ((slots[:, :, None] == slots[:, None, :]) & earlier).any(axis=2).ravel()
+        if not doubled.any():
             return slots
-        g, j = doubled[0]
+        g, j = divmod(int(doubled.argmax()), per_gpu)
         load = share[slots].sum(axis=1)
-        best, where = np.inf, None
-        for h in range(m):
-            if h == g or slots[g, j] in slots[h]:
-                continue
-            for k in range(per_gpu):
-                if slots[h, k] in slots[g]:
-                    continue
-                change = share[slots[h, k]] - share[slots[g, j]]
-                worse = max((load[g] + change) / speeds[g], (load[h] - change) / speeds[h])
-                if worse < best:
-                    best, where = worse, (h, k)
-        if where is None:
+        expert = slots[g, j]
+        change = share[slots] - share[expert]  # [m, S]: the partner's share less the doubled one's
+        worse = np.maximum((load[g] + change) / speeds[g], (load[:, None] - change) / speeds[:, None])
+        allowed = (np.arange(m) != g) & ~(slots == expert).any(axis=1)
+        allowed = allowed[:, None] & ~np.isin(slots, slots[g])
+        if not allowed.any():
             return None
-        h, k = where
+        h, k = divmod(int(np.where(allowed, worse, np.inf).argmin()), per_gpu)
         slots[g, j], slots[h, k] = slots[h, k], slots[g, j]
     return None

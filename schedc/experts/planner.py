@@ -10,7 +10,7 @@ import numpy as np
 
 from .eplb import build_log2phy, rebalance_eplb, replica_ranks
 from .joint import largest_replica, lower_bound, node_floor, pairing_bound, solve_rows
-from .moves import improve_by_swaps, pack_replicas, separate_duplicates
+from .moves import counts_of, improve_by_swaps, pack_replicas, separate_duplicates
 from .validate import (Shape, check_no_duplicates, check_previous, check_shape, check_speeds,
                        check_weight, fail)
 
@@ -67,7 +67,7 @@ class ExpertPlan:
 def placement_loads(weight: np.ndarray, phy2log: np.ndarray, num_gpus: int) -> np.ndarray:
     """Tokens per GPU `[layers, M]` of `phy2log [layers, R]` under `weight [layers, E]`."""
     layers, replicas = phy2log.shape
-    counts = np.stack([np.bincount(row, minlength=weight.shape[1]) for row in phy2log])
+    counts = counts_of(phy2log[:, :, None], weight.shape[1])
     share = weight / np.maximum(counts, 1)
     return np.take_along_axis(share, phy2log, axis=1).reshape(layers, num_gpus, -1).sum(axis=2)
 
@@ -167,7 +167,8 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
     eplb_shape = check_shape(weight, num_replicas, num_groups, num_nodes, num_gpus,
                              hierarchical if policy == "eplb" else None)
     phy2log, log2phy, logcnt = rebalance_eplb(weight, eplb_shape.replicas, eplb_shape.groups,
-                                              eplb_shape.nodes, eplb_shape.gpus, eplb_shape.hierarchical)
+                                              eplb_shape.nodes, eplb_shape.gpus, eplb_shape.hierarchical,
+                                              with_log2phy=policy == "eplb" and old is None)
     if policy == "best":
         phy2log = _keep_better(weight, best_placement(weight, shape, speeds, distinct), phy2log,
                                shape, speeds, distinct)
@@ -176,7 +177,7 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
         from .migrate import migrate
         phy2log, moves = migrate(weight, phy2log, old, shape, speeds, distinct, max_moves, tolerance)
     if policy != "eplb" or old is not None:
-        logcnt = np.stack([np.bincount(row, minlength=shape.experts) for row in phy2log])
+        logcnt = counts_of(phy2log[:, :, None], shape.experts)
         log2phy = build_log2phy(phy2log, replica_ranks(phy2log), logcnt)
     return ExpertPlan(phy2log, log2phy, logcnt, placement_loads(weight, phy2log, shape.gpus), speeds,
                       policy, shape.hierarchical, moves, shape.nodes, (weight, shape, distinct))

@@ -31,4 +31,6 @@ def resolve_stages(spec: PipelineSpec, budget: int = DEFAULT_BUDGET) -> Pipeline
     if spec.layers is None or spec.layers.bounds is not None:
         return spec
     choice = choose_split(problem_of_spec(spec), budget)
+    if choice.interrupted:  # Ctrl-C: a split half chosen is no split to compile (the CLI says so, 130)
+        raise KeyboardInterrupt
     return with_split(spec, choice.best.bounds)

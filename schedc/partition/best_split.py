@@ -50,6 +50,7 @@ class SplitChoice:
     evaluated: int
     exact: bool
     lower_bound: float
+    interrupted: bool = False  # Ctrl-C: the best of the splits simulated so far, not proven
 
 
 def choose_split(problem: PartitionProblem, budget: int = DEFAULT_BUDGET,
@@ -57,6 +58,8 @@ def choose_split(problem: PartitionProblem, budget: int = DEFAULT_BUDGET,
     """The split of `problem` with the least simulated makespan within the memory limits."""
     ev = evaluator or Evaluator(problem)
     choice = SplitSearch(problem, ev, budget).run()
+    if choice.best is None and choice.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C before any split that fits: nothing to report
     if choice.best is None:
         raise _no_split_fits(problem, ev, choice)
     return choice
@@ -117,6 +120,8 @@ class SplitSearch:
         self.first_ahead = _first_stage_ahead(problem.spec)
         self.linear = problem.spec.chunks == 1 and problem.spec.directions == 1
         self.chain = None
+        self.start: Bounds | None = None
+        self.minmax: Evaluation | None = None
         if self.linear:  # one stage per rank: the fill before each stage counts exactly
             self.chain = suffix_table(len(layers), problem.num_stages, self.rank_work, ev.stage_fits,
                                       problem.min_layers, problem.pins, carry=self.chain_step)
@@ -137,17 +142,39 @@ class SplitSearch:
         return (prefix[j] - prefix[i]) / self.speeds[s]
 
     def run(self) -> SplitChoice:
-        problem, n = self.problem, len(self.problem.model)
+        """The search; Ctrl-C (in the schedule's search, which the evaluator reports, or here)
+        stops it with the best split so far, marked interrupted."""
+        lower = self._lower()
+        if self.ev.interrupted:  # the plan itself is the best so far: score the min-max split only
+            minmax = self._minmax()
+            return SplitChoice(self.best, minmax, self.ev.count, False, lower, interrupted=True)
+        try:
+            return self._run(lower)
+        except KeyboardInterrupt:
+            return SplitChoice(self.best, self.minmax, self.ev.count, False, lower, interrupted=True)
+
+    def _lower(self) -> float:
         lower = self.mpd * self.table[0][0] if self.table[0][0] < INF else INF
         if self.chain is not None:
             lower = max(lower, self.chain[0][0])
         if lower < INF:
             lower = max(lower, self._rank_bound(0, [0.0], 0))  # all the work poured onto the ranks
-        start = lexmin_split(self.table, n, self.stage_time, self.ev.stage_fits,
-                             problem.min_layers, problem.pins)
-        minmax = self.ev.evaluate(start) if start else None
-        if minmax and minmax.fits:
-            self.best = minmax
+        return lower
+
+    def _minmax(self) -> Evaluation | None:
+        """The min-max bottleneck split, scored (the incumbent when it fits)."""
+        problem = self.problem
+        self.start = lexmin_split(self.table, len(problem.model), self.stage_time, self.ev.stage_fits,
+                                  problem.min_layers, problem.pins)
+        self.minmax = self.ev.evaluate(self.start) if self.start else None
+        if self.minmax and self.minmax.fits:
+            self.best = self.minmax
+        return self.minmax
+
+    def _run(self, lower: float) -> SplitChoice:
+        problem = self.problem
+        minmax = self._minmax()
+        start = self.start
         for seed in (start, uniform_start(problem), self._even_time_start()):
             if seed and is_valid(problem, seed):
                 found = self._score(seed)

@@ -9,7 +9,7 @@ change rank when the cluster changes. The table `schedc partition` prints, and i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .anchors import deepspeed_parameters_bounds, megatron_flag_bounds, torchtitan_bounds, uniform_bounds
 from .best_split import DEFAULT_BUDGET, Evaluation, Evaluator, SplitChoice, choose_split
@@ -68,8 +68,11 @@ def anchor_rows(problem: PartitionProblem, ev: Evaluator, choice: SplitChoice) -
 def build_report(problem: PartitionProblem, budget: int = DEFAULT_BUDGET) -> Report:
     ev = Evaluator(problem)
     choice = choose_split(problem, budget, ev)
-    rows = [Row("schedc (simulated step)", choice.best)] + anchor_rows(problem, ev, choice)
-    return Report(problem, choice, tuple(rows))
+    anchors = anchor_rows(problem, ev, choice)
+    if choice.interrupted:  # Ctrl-C: the best of every split scored, the anchors' included
+        best = min((e for e in ev.cache.values() if e.fits), key=Evaluation.key)
+        choice = replace(choice, best=best, evaluated=ev.count)
+    return Report(problem, choice, tuple([Row("schedc (simulated step)", choice.best)] + anchors))
 
 
 def layer_ranks(problem: PartitionProblem, bounds: Bounds) -> list[tuple[int, ...]]:

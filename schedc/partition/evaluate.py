@@ -8,6 +8,8 @@ stage a rank holds at once, for the per-stage memory condition the exact DP uses
 = auto` it compiles one plan per recompute choice it weighs (the same option on the first k
 stages in rank order, for each option and k, and none: `compiler.recompute.candidates`) and scores
 a split by the fastest of them that fits, so the split and the choice are made together.
+Under `schedule = search` (or `optimal`) the plan is searched once; when Ctrl-C cuts that search
+short, `interrupted` says so and no further plan is compiled (the split search then stops).
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ class Evaluator:
         choices = [start.recompute]
         if AUTO in start.recompute:  # no recompute first
             choices = sorted(candidates(start, 0), key=lambda c: sum(w != "none" for w in c))
-        self.variants = [compile_spec(replace(start, recompute=c)) for c in choices]
+        self.variants = []
+        for choice in choices:
+            self.variants.append(compile_spec(replace(start, recompute=choice)))
+            if _interrupted(self.variants[-1]):
+                break  # Ctrl-C in a search: no more plans (the split search stops too)
+        self.interrupted = any(_interrupted(c) for c in self.variants)
         self.compiled = self.variants[0]  # the file's choice, or no recompute for `auto`
         self.inflight = _loosest([_inflight(c) for c in self.variants])
         self.fasts = [FastPlan(c) for c in self.variants]
@@ -86,6 +93,11 @@ class Evaluator:
             if limit is not None and params + held * act > limit + _TOL:
                 return False
         return True
+
+
+def _interrupted(compiled) -> bool:
+    """Whether Ctrl-C cut short the search (`schedule = search` or `optimal`) that made the plan."""
+    return bool(getattr(compiled.search, "interrupted", False))
 
 
 def uniform_start(problem: PartitionProblem) -> Bounds:

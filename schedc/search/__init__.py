@@ -3,7 +3,9 @@
 - `problem`: a pipeline as flat integer-indexed arrays (ops, ranks, durations, dependencies,
   memory per op) that the hot loops read.
 - `evaluate`: the fast evaluator of a fixed per-rank order (cross-checked against `simulate`).
-- `list_scheduler`: a priority list scheduler (Giffler-Thompson active schedules) under the memory limit.
+- `list_scheduler`: a priority list scheduler (Giffler-Thompson active schedules, or the serial
+  scheme that lets a rank wait for memory) under the memory limit.
+- `rules`: the priority rules the search starts from, and the memory levels it tries.
 - `local_search`: the search itself: family seeds, priority rules, seeded local search within a time budget.
 - `bound`: a lower bound on any plan's makespan, and the smallest memory limit any plan can meet.
 - `strategy`: the compiler's entry (`find_order`): the limit checked, then the heuristic, CP-SAT or both.

@@ -56,6 +56,30 @@ def evaluate_rows(prob: Problem, rows: list[list[tuple[int, ...]]]) -> float | N
     return makespan
 
 
+def start_times(prob: Problem, rows: list[list[tuple[int, ...]]]) -> list[float]:
+    """Each op's start under the fixed orders `rows` (as `evaluate_rows` runs them; an overlapped
+    pair's two ops start together). Needs orders that do not deadlock."""
+    begin, end = [0.0] * prob.n, [0.0] * prob.n
+    done = [False] * prob.n
+    position, free_at = [0] * len(rows), [0.0] * len(rows)
+    left = sum(len(row) for row in rows)
+    while left:
+        for r, row in enumerate(rows):
+            while position[r] < len(row):
+                instr = row[position[r]]
+                inputs = [(q, d) for o in instr for q, d in prob.preds[o] if q not in instr]
+                if not all(done[q] for q, _d in inputs):
+                    break
+                t = max([free_at[r]] + [end[q] + d for q, d in inputs])
+                cost = prob.dur[instr[0]] if len(instr) == 1 else prob.pair_cost(*instr)
+                for o in instr:
+                    begin[o], end[o], done[o] = t, t + cost, True
+                free_at[r] = t + cost
+                position[r] += 1
+                left -= 1
+    return begin
+
+
 def _within_memory(prob: Problem, rows) -> bool:
     limit = prob.limit + EPS
     for r, row in enumerate(rows):

@@ -29,7 +29,7 @@ from ..dag import Dag
 from ..errors import Diagnostic, Note, SchedError
 from ..lang.spec import PipelineSpec
 from .bound import lower_bound
-from .evaluate import evaluate_rows
+from .evaluate import evaluate_rows, start_times
 from .local_search import SearchResult, search_order, to_instrs
 from .problem import F, Problem, build_problem
 from .progress import Ticker
@@ -97,6 +97,7 @@ def solver_installed() -> bool:
 
 WORK_PER_SECOND = 0.5  # CP-SAT deterministic time per second of budget (measured here: 0.3-1)
 SAFETY_FACTOR = 10  # a wall-clock stop at this many times the budget, for a far slower machine
+PROBE_SHARE = 0.05  # of the budget, at most, for the probe (see `improve_with_solver`)
 
 
 def improve_with_solver(prob: Problem, start: SearchResult, budget: float, seed: int,
@@ -105,7 +106,14 @@ def improve_with_solver(prob: Problem, start: SearchResult, budget: float, seed:
     solver's deterministic time (`WORK_PER_SECOND`) on one worker: the same plan on every machine
     and run, so every rank of `schedc run` compiles the same one (a slower machine takes longer).
     `prove` adds the memory limit a second way (a reservoir beside the cumulative): slower to
-    find plans, much faster to prove them optimal. Never worse than `start`."""
+    find plans, much faster to prove them optimal. Never worse than `start`.
+    Two phases: a probe with presolve that stops at its first plan (at most `PROBE_SHARE` of the
+    budget; where presolve keeps the hint, that plan comes at once), then the whole budget from
+    the same hint, with presolve when the probe found a plan (exactly the solve there was before
+    the probe), else without. Presolve can lose the hint: on a memory-tight V of equal costs the
+    solver then found no plan at all in its budget, and without presolve it proved the optimum in
+    a tenth of a second; where it keeps the hint it finds better plans. A phase that proves the
+    optimum, or Ctrl-C, ends it."""
     from ortools.sat.python import cp_model
 
     scale = _scale(prob)
@@ -114,32 +122,62 @@ def improve_with_solver(prob: Problem, start: SearchResult, budget: float, seed:
     except KeyboardInterrupt:  # Ctrl-C while the model is built: the start plan, not proven
         return replace(start, found_by=f"{start.found_by}; interrupted, not proven",
                        seconds=time.perf_counter() - began, interrupted=True)
+    floor = lower_bound(prob.spec).value
+    ticker = Ticker("CP-SAT", floor, began)
+    best, best_rows, bound, proven, interrupted = start.makespan, None, floor, False, False
+    presolve, work = True, budget * WORK_PER_SECOND
+    for probe in (True, False):
+        solver = _solver(cp_model, budget, work * PROBE_SHARE if probe else work, seed, presolve)
+        solver.parameters.stop_after_first_solution = probe
+        status, interrupted = solve_stoppable(solver, model, scale, ticker, best)
+        bound = max(bound, _response(solver, "best_objective_bound") / scale)
+        found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+        if found:
+            rows = _rows(prob, [solver.Value(x) for x in starts], [solver.Value(e) for e in ends])
+            value = evaluate_rows(prob, rows)
+            if value is not None and value < best - 1e-9:
+                best, best_rows = value, rows
+            proven = status == cp_model.OPTIMAL
+        if proven or interrupted:
+            break
+        presolve = found  # presolve lost the hint: the rest without it
+    return _solved(prob, start, best_rows, best, bound, proven, interrupted, began)
+
+
+def _response(solver, figure: str) -> float:
+    """A figure of the solver's last response (`best_objective_bound`), 0 when it has none
+    (Ctrl-C before the solve began)."""
+    try:
+        return getattr(solver, figure)
+    except RuntimeError:  # "solve() has not been called"
+        return 0.0
+
+
+def _solver(cp_model, budget: float, work: float, seed: int, presolve: bool):
+    """One worker's solver for `work` of deterministic time (a wall-clock stop at `SAFETY_FACTOR`
+    times the budget, for a far slower machine)."""
     solver = cp_model.CpSolver()
-    solver.parameters.max_deterministic_time = budget * WORK_PER_SECOND
+    solver.parameters.max_deterministic_time = max(work, 0.0)
     solver.parameters.max_time_in_seconds = budget * SAFETY_FACTOR + 1
     solver.parameters.num_workers = 1  # one worker is deterministic; two are not
     solver.parameters.linearization_level = 0  # the LP cost up to 20x the time for nothing here
+    solver.parameters.cp_model_presolve = presolve
     solver.parameters.random_seed = seed
     solver.parameters.catch_sigint_signal = False  # Ctrl-C is ours: `solve_stoppable` stops it
-    floor = lower_bound(prob.spec).value
-    ticker = Ticker("CP-SAT", floor, began)
-    status, interrupted = solve_stoppable(solver, model, scale, ticker, start.makespan)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        why = ("; interrupted while CP-SAT ran (nothing better yet), not proven" if interrupted
-               else " (CP-SAT found nothing better in time)")
-        return replace(start, found_by=f"{start.found_by}{why}", seconds=time.perf_counter() - began,
-                       interrupted=interrupted)
-    rows = _rows(prob, [solver.Value(s) for s in starts], [solver.Value(e) for e in ends])
-    value = evaluate_rows(prob, rows)
-    bound = max(solver.BestObjectiveBound() / scale, floor)
-    proven = status == cp_model.OPTIMAL
+    return solver
+
+
+def _solved(prob: Problem, start: SearchResult, rows, value: float, bound: float, proven: bool,
+            interrupted: bool, began: float) -> SearchResult:  # noqa: PLR0913
+    """The result: the solver's plan when it beat `start` (`rows`), else `start`, and what is proven."""
     stopped = "interrupted, not proven" if interrupted else "stopped at the time budget"
-    if value is None or value > start.makespan - 1e-9:  # the solver did not improve on the start
-        rows, value, how = None, start.makespan, start.found_by
+    if rows is None:  # the solver did not improve on the start
+        how = start.found_by
         if proven:
             how += "; proven optimal by CP-SAT"
         else:
-            how += f"; {'interrupted, not proven; ' if interrupted else ''}CP-SAT's proven bound {bound:g}"
+            how += (f"; {'interrupted while CP-SAT ran (nothing better yet), not proven; ' if interrupted else ''}"
+                    f"CP-SAT's proven bound {bound:g}")
     else:
         how = "CP-SAT, proven optimal" if proven else f"CP-SAT, {stopped}; proven bound {bound:g}"
     result_rows = to_instrs(prob, rows) if rows is not None else start.rows
@@ -295,7 +333,7 @@ def _hint(model, prob: Problem, start: SearchResult, starts, ends, makespan, sca
     """The heuristic plan as the solver's first solution (every variable hinted: a partial hint
     leaves the solver to complete it, which took seconds)."""
     rows = [[(prob.index[op],) for op in row] for row in start.rows]
-    times = in_microbatch_order(prob, _times(prob, rows))  # meets the order the model demands
+    times = in_microbatch_order(prob, start_times(prob, rows))  # meets the order the model demands
     last = 0
     for o, t in enumerate(times):
         begin = int(round(t * scale))
@@ -304,27 +342,6 @@ def _hint(model, prob: Problem, start: SearchResult, starts, ends, makespan, sca
         model.AddHint(ends[o], end)
         last = max(last, end)
     model.AddHint(makespan, last)
-
-
-def _times(prob: Problem, rows) -> list[float]:
-    """Start time of every op under the fixed order `rows` (as `evaluate` runs it)."""
-    begin = [0.0] * prob.n
-    end = [0.0] * prob.n
-    done = [False] * prob.n
-    position, free_at = [0] * len(rows), [0.0] * len(rows)
-    left = sum(len(r) for r in rows)
-    while left:
-        for r, row in enumerate(rows):
-            while position[r] < len(row):
-                o = row[position[r]][0]
-                if not all(done[q] for q, _d in prob.preds[o]):
-                    break
-                t = max([free_at[r]] + [end[q] + d for q, d in prob.preds[o]])
-                begin[o], end[o], done[o] = t, t + prob.dur[o], True
-                free_at[r] = end[o]
-                position[r] += 1
-                left -= 1
-    return begin
 
 
 def _rows(prob: Problem, starts: list[int], ends: list[int]) -> list[list[tuple[int, ...]]]:

@@ -3,8 +3,9 @@
 At each step it takes the op that could end first over all ranks (C*), and on that op's rank
 chooses, among the ops that could start before C*, the one of lowest priority value. Every
 schedule it builds is *active* (no op could start earlier without delaying another), and with the
-right priorities every active schedule, an optimal one among them, is reachable: the search
-(`local_search`) varies the priorities. Ops are started in time order per rank, so the per-rank orders
+right priorities every active schedule is reachable: the search (`local_search`) varies the
+priorities. Without a memory limit an optimal schedule is among them; under a tight one it may
+not be (see the serial scheme below). Ops are started in time order per rank, so the per-rank orders
 it returns evaluate (`evaluate.evaluate_rows`) to exactly the times it computed.
 
 Memory (the order-based model of `schedc.check.memory`): a forward may start only when it fits.
@@ -20,12 +21,18 @@ Memory (the order-based model of `schedc.check.memory`): a forward may start onl
   what the ones before it free). Packs like PLAIN, deadlocks far less; a deadlock gives None.
 - `mode=PLAIN`: a forward starts whenever its activation fits; tighter packing, but it can
   deadlock (every rank waiting for memory), and then the result is None.
+Serial scheme (`serial=True`): instead of time order, the ops in priority order, each placed on
+its rank at the earliest time it can start (the lowest priority that fits, on any rank). A rank
+may then wait while other work is ready, which an active schedule never does: under a tight limit
+that wait is what lets the turn of a V (a deeper stage's forward on the same rank) find memory.
+Given any plan's start times as priorities it gives that plan back, so every plan is reachable.
 Overlap (`fuse=True`, pipelines with `overlap = true`): a chosen forward takes with it the ready
 backward (B or I) of another microbatch of lowest priority, when the pair costs less than the two.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple
 
 from .problem import B, F, I, Problem
@@ -87,10 +94,11 @@ class _Banker:
 
 
 def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool = False,
-                  cutoff: float = INF, cap: float | None = None) -> Schedule | None:
+                  cutoff: float = INF, cap: float | None = None, serial: bool = False) -> Schedule | None:
     """The active schedule that `prio` (lower first) picks; None on a memory deadlock, or as soon
     as it is sure to end after `cutoff`. `cap` (<= the limit) holds memory lower than the limit:
-    fewer microbatches in flight, a shallower warm-up."""
+    fewer microbatches in flight, a shallower warm-up. `serial`: the ops in priority order instead
+    (see `_serial_pick`)."""
     n, p = prob.n, prob.ranks
     limit = min(prob.limit, INF if cap is None else cap) + EPS
     rank, dur, succs, kind = prob.rank, prob.dur, prob.succs, prob.kind
@@ -107,6 +115,9 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
     makespan, done = 0.0, 0
 
     need, first = prob.need, prob.first
+    queue = [(prio[o], o) for ops in cand for o in ops] if serial else []  # the serial scheme's candidates
+    placed = [False] * n  # the serial scheme: ops already in a row (a pair's backward stays queued)
+    heapq.heapify(queue)
     fuse = fuse and prob.can_overlap
     banker = _Banker(prob, limit) if mode == BANKER else None
 
@@ -143,35 +154,45 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
                     memo[q].clear()
 
     while done < n:
-        best, r_star = INF, -1
-        for r in range(p):
-            e = cache[r]
-            if e is None:
-                e, fr = INF, free_at[r]
-                for o in cand[r]:
-                    t = ready[o]
-                    t = (t if t > fr else fr) + dur[o]
-                    if t < e and (unlimited or kind[o] != F or fits(o, r)):
-                        e = t
-                cache[r] = e
-            if e < best:
-                best, r_star = e, r
-        if r_star < 0 or best > cutoff:
-            return None
-        r, fr = r_star, free_at[r_star]
-        pick, pick_prio = -1, INF
-        for o in cand[r]:
-            start = ready[o] if ready[o] > fr else fr
-            if (start < best - EPS or start + dur[o] <= best + EPS) and prio[o] < pick_prio \
-                    and (unlimited or fits(o, r)):
-                pick, pick_prio = o, prio[o]
+        if serial:  # the lowest priority that can go, wherever and whenever it starts
+            pick = _serial_pick(queue, fits, rank, placed)
+            if pick < 0:
+                return None
+            r = rank[pick]
+        else:  # the lowest priority among the ops that could start before C* on C*'s rank
+            best, r_star = INF, -1
+            for r in range(p):
+                e = cache[r]
+                if e is None:
+                    e, fr = INF, free_at[r]
+                    for o in cand[r]:
+                        t = ready[o]
+                        t = (t if t > fr else fr) + dur[o]
+                        if t < e and (unlimited or kind[o] != F or fits(o, r)):
+                            e = t
+                    cache[r] = e
+                if e < best:
+                    best, r_star = e, r
+            if r_star < 0 or best > cutoff:
+                return None
+            r, fr = r_star, free_at[r_star]
+            pick, pick_prio = -1, INF
+            for o in cand[r]:
+                start = ready[o] if ready[o] > fr else fr
+                if (start < best - EPS or start + dur[o] <= best + EPS) and prio[o] < pick_prio \
+                        and (unlimited or fits(o, r)):
+                    pick, pick_prio = o, prio[o]
+        fr = free_at[r]
         start = ready[pick] if ready[pick] > fr else fr
         instr = (pick,)
         if fuse and kind[pick] == F:
             instr = _overlap_partner(prob, prio, cand[r], pick, start, ready)
         end = start + (dur[pick] if len(instr) == 1 else prob.pair_cost(*instr))
+        if end > cutoff:
+            return None
         for o in instr:
             cand[r].remove(o)
+            placed[o] = True
             if kind[o] == F:
                 admit(o, r)
                 held[r] += alloc[o]
@@ -194,7 +215,29 @@ def list_schedule(prob: Problem, prio: list[float], mode: int = RANK, fuse: bool
                 if not waiting[s]:
                     cand[rank[s]].append(s)
                     cache[rank[s]] = None
+                    if serial:
+                        heapq.heappush(queue, (prio[s], s))
     return Schedule(makespan, rows)
+
+
+def _serial_pick(queue: list, fits, rank, placed) -> int:
+    """The serial scheme: the candidate of lowest priority on any rank that fits (-1: none),
+    taken off `queue` (a heap of (priority, op)). A rank may wait for it while other work is
+    ready, which the active scheme never does; under a memory limit that wait can be what lets a
+    deeper stage's forward in (the turn of a V)."""
+    blocked = []
+    pick = -1
+    while queue:
+        item = heapq.heappop(queue)
+        if placed[item[1]]:
+            continue
+        if fits(item[1], rank[item[1]]):
+            pick = item[1]
+            break
+        blocked.append(item)
+    for item in blocked:
+        heapq.heappush(queue, item)
+    return pick
 
 
 def _overlap_partner(prob: Problem, prio, cands, forward: int, start: float, ready) -> tuple[int, ...]:

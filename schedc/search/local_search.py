@@ -1,10 +1,13 @@
 """`schedule = search`: a seeded local search over list-scheduler priorities.
 
     seeds:  every handcrafted family that runs on this placement, evaluated as it is written;
-            a handful of priority rules (backward first, forward first, microbatch order, ...)
+            a handful of priority rules (`rules`: backward first, forward first, microbatch order,
+            ...; under a memory limit also periodic times and the start times of the plans found)
     search: perturb the best priorities (a few ops' keys moved, or two ops' keys swapped), list
-            schedule them (`list_scheduler`, both memory modes), keep what is no worse; restart from
-            a rule now and then.
+            schedule them (`list_scheduler`, every memory mode), keep what is no worse; restart
+            from a good start now and then. Under a memory limit two such climbs race (`_Chain`):
+            the active scheme's and the serial scheme's, in turns for `RACE_SHARE` of the budget,
+            then the one that got further alone; a last sixth moves instructions in the best rows.
 
 Determinism: the budget is counted in work, not wall time: `search_time` seconds buy a number of
 list schedules computed from the pipeline's size at a fixed rate (`EVALS_PER_OP_SECOND`), so a
@@ -23,14 +26,19 @@ from ..dag import Dag
 from ..errors import SchedError
 from ..ir import Instr, OpKind
 from ..lang.spec import FAMILIES, FAMILY_PLACEMENT, OVERLAP_FAMILIES, SPLIT_FAMILIES, PipelineSpec
-from .evaluate import evaluate_rows
-from .list_scheduler import MODES, list_schedule
+from .evaluate import evaluate_rows, start_times
+from .list_scheduler import BANKER, MODES, PLAIN, list_schedule
 from .bound import lower_bound
 from .problem import B, F, I, W, Problem, build_problem
 from .progress import Ticker
+from .rules import memory_caps, periodic_priorities, rule_priorities
 
 RESTART_AFTER = 200  # list schedules without a better one before a restart
 _SHIFTS = (-6, -4, -3, -2, -1, 1, 2, 3, 4, 6)
+RACE_SHARE = 0.3  # of the list schedules left after the starts: the two climbs take turns
+RACE_CHUNK = 50  # list schedules per turn
+SERIAL_STARTS = 2  # active starts (besides the best plan) the serial phase also starts from
+SERIAL_MODES = (BANKER, PLAIN)  # PLAIN last: the one mode without a limit
 EVALS_PER_OP_SECOND = 120_000  # list schedules per second x ops, as measured on the reference machine (2 shared cores)
 
 
@@ -90,6 +98,16 @@ def search_budget(spec: PipelineSpec, prob: Problem) -> int:
     return max(floor, int(spec.search_time * EVALS_PER_OP_SECOND / (max(prob.n, 1) * weight)))
 
 
+class _Chain:
+    """One climb of the search: its starts (best first), where it stands (value, priorities,
+    mode, rows), the best value it reached, and list schedules since it last improved."""
+
+    def __init__(self, starts: list):
+        self.starts = sorted(starts, key=lambda s: s[0])
+        self.value, self.prio, self.mode, self.rows, _name = self.starts[0]
+        self.best, self.since_better = self.value, 0
+
+
 class _Search:
     """The local search state: the incumbent (priorities, mode) and the best rows seen."""
 
@@ -105,45 +123,75 @@ class _Search:
         if value is not None and value < self.best - 1e-9:
             self.best, self.best_rows, self.found_by = value, rows, how
 
-    def _try(self, prio, mode: tuple[int, float | None], cutoff: float):
+    def _try(self, prio, mode: tuple[int, float | None, bool], cutoff: float):
         self.evaluations += 1
         if self.ticker is not None:
             self.ticker.tick(self.best)
-        return list_schedule(self.prob, prio, mode[0], self.fuse, cutoff, mode[1])
+        return list_schedule(self.prob, prio, mode[0], self.fuse, cutoff, mode[1], mode[2])
 
     def _offer(self, schedule, how: str) -> None:
         if schedule is not None and schedule.makespan < self.best - 1e-9:
             self.best, self.best_rows, self.found_by = schedule.makespan, schedule.rows, how
 
     def run(self, budget: int) -> None:
+        """Two climbs race (`_Chain`): the active scheme from the priority rules, the serial one
+        from the periodic rules and the plans found; the one that got further takes the rest."""
         self.budget = budget
         if self.best <= self.floor:  # a family's plan is at the lower bound: nothing to find
             return
         starts = []
         for name, prio in rule_priorities(self.prob):
             for mode in (MODES if self.prob.limit < float("inf") else MODES[:1]):
-                self._start(starts, name, prio, (mode, None))
+                self._start(starts, name, prio, (mode, None, False))
         if not starts:
             return
         starts.sort(key=lambda s: s[0])
-        for _value, prio, (mode, _cap), _rows, name in starts[:2]:  # the best two, held lower
+        for _value, prio, (mode, _cap, _serial), _rows, name in starts[:2]:  # the best two, held lower
             for cap in memory_caps(self.prob):
-                self._start(starts, name, prio, (mode, cap))
-        starts.sort(key=lambda s: s[0])
-        current_value, current, mode, rows, _name = starts[0]
-        since_better = 0
+                self._start(starts, name, prio, (mode, cap, False))
+        serial = self._serial_starts(starts) if self.prob.limit < float("inf") else []  # else: active is dominant
+        chains = [_Chain(c) for c in (starts, serial) if c]
+        race_end = self.evaluations + int((budget - self.evaluations) * RACE_SHARE)
+        turn = 0
         while self.evaluations < budget and self.best > self.floor:
-            candidate = self._perturb(current, rows)
-            schedule = self._try(candidate, mode, current_value + 1e-9)
-            if schedule is not None and schedule.makespan <= current_value + 1e-9:
-                since_better = 0 if schedule.makespan < current_value - 1e-9 else since_better + 1
-                current_value, current, rows = schedule.makespan, candidate, schedule.rows
-                self._offer(schedule, "local search")
+            if self.evaluations < race_end:  # the race: each chain a chunk in turn
+                self._advance(chains[turn % len(chains)], min(race_end, self.evaluations + RACE_CHUNK))
+                turn += 1
+            else:  # the rest to the chain that got furthest (the active one on a tie)
+                self._advance(min(chains, key=lambda c: c.best), budget)
+
+    def _serial_starts(self, starts: list) -> list:
+        """Starts in the serial modes: the periodic rules, and the best plans so far with each
+        op's start time as its priority (which gives the plan back when the mode admits it)."""
+        rules = periodic_priorities(self.prob)
+        for rows in [self.best_rows] + [s[3] for s in starts[:SERIAL_STARTS]]:
+            if rows is not None:
+                rules.append(("the start times of a plan found", start_times(self.prob, rows)))
+        out: list = []
+        for name, prio in rules:
+            for mode in SERIAL_MODES:
+                self._start(out, name, prio, (mode, None, True))
+        return out
+
+    def _advance(self, chain: "_Chain", until: int) -> None:
+        """Climb `chain` until `until` list schedules in all: perturb its priorities, keep what
+        is no worse; restart from another of its good starts when stuck."""
+        how = "local search" + (", serial" if chain.mode[2] else "")
+        while self.evaluations < until and self.best > self.floor:
+            candidate = self._perturb(chain.prio, chain.rows)
+            schedule = self._try(candidate, chain.mode, chain.value + 1e-9)
+            if schedule is not None and schedule.makespan <= chain.value + 1e-9:
+                better = schedule.makespan < chain.value - 1e-9
+                chain.since_better = 0 if better else chain.since_better + 1
+                chain.value, chain.prio, chain.rows = schedule.makespan, candidate, schedule.rows
+                chain.best = min(chain.best, chain.value)
+                self._offer(schedule, how)
             else:
-                since_better += 1
-            if since_better > RESTART_AFTER:  # stuck: restart from another good start
-                current_value, start, mode, rows, _name = starts[self.rng.randrange(min(len(starts), 8))]
-                current, since_better = self._perturb(start, rows, strength=0.3), 0
+                chain.since_better += 1
+            if chain.since_better > RESTART_AFTER:  # stuck: restart from another good start
+                chain.value, start, chain.mode, chain.rows, _name = \
+                    chain.starts[self.rng.randrange(min(len(chain.starts), 8))]
+                chain.prio, chain.since_better = self._perturb(start, chain.rows, strength=0.3), 0
 
     def _start(self, starts: list, name: str, prio, mode) -> None:
         if starts and self.evaluations >= self.budget:  # a large pipeline: fewer starts
@@ -227,36 +275,6 @@ class _Search:
             self._by_rank = [[o for o in range(self.prob.n) if self.prob.rank[o] == q]
                              for q in range(self.prob.ranks)]
         return self._by_rank[r]
-
-
-def memory_caps(prob: Problem) -> list[float]:
-    """Memory levels below the limit to hold a rank to: p/2, p, 3p/2, 2p and 3p microbatches'
-    worth (one microbatch: the most it holds on a rank), those under the limit."""
-    one = max(max(row) for row in prob.need) + max(prob.base)
-    p = prob.ranks
-    levels = sorted({max(one, round(k * p) * (one - max(prob.base)) + max(prob.base))
-                     for k in (0.5, 1, 1.5, 2, 3)})
-    return [c for c in levels if c < prob.limit - 1e-9]
-
-
-def rule_priorities(prob: Problem) -> list[tuple[str, list[float]]]:
-    """Named priority vectors (lower first) that the list scheduler starts from."""
-    m = max(1, prob.spec.microbatches)
-    depth = [op.stage for op in prob.ops]
-    mb = [op.microbatch + op.direction * 0.5 for op in prob.ops]
-    rules = {
-        "backward first": {B: 0, I: 0, F: 1, W: 2},
-        "backward first, W before F": {B: 0, I: 0, W: 1, F: 2},
-        "forward first": {F: 0, B: 1, I: 1, W: 2},
-    }
-    out = []
-    for name, weight in rules.items():
-        for deep_first in (1, -1):
-            out.append((f"{name}, {'deep' if deep_first > 0 else 'shallow'} stages first",
-                        [weight[k] * 4 * m + mb[o] - deep_first * depth[o] * 1e-3
-                         for o, k in enumerate(prob.kind)]))
-    out.append(("microbatch order", [mb[o] * 4 + {F: 0, B: 1, I: 1, W: 2}[k] for o, k in enumerate(prob.kind)]))
-    return out
 
 
 # ---- seeds and conversions -----------------------------------------------------------------------
