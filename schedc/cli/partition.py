@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..backends.torch.options import positive_int
+from ..backends.torch.options import non_negative_float, positive_int
 from ..errors import SchedError, SourceFile
 from ..lang.layers import Devices
 from ..lang.spec import FAMILIES
@@ -272,17 +272,6 @@ def moves_json(before: Report, after: Report) -> list[dict]:
     return [{"layer": name, "from": list(a), "to": list(b)} for name, a, b in moved_layers(before, after)]
 
 
-def _memory(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
 def register(sub) -> None:
     """Add `partition` to the `schedc` parser's subcommands."""
     p = sub.add_parser("partition", help="choose the layers each rank holds, by the schedule's simulated step")
@@ -293,7 +282,7 @@ def register(sub) -> None:
     p.add_argument("--schedule", choices=FAMILIES, help="the schedule family whose step is simulated "
                    "(default: the file's, or 1f1b)")
     p.add_argument("--chunks", type=positive_int, help="stages per rank for interleaved (default 2)")
-    p.add_argument("--limit", type=_memory, help="memory per rank: parameters plus the activations the "
+    p.add_argument("--limit", type=non_negative_float, help="memory per rank: parameters plus the activations the "
                    "schedule holds")
     p.add_argument("--speeds", help="one relative speed per rank, e.g. 2,2,1,1")
     p.add_argument("--pin", action="append", metavar="LAYER", help="a layer that must start a stage "
