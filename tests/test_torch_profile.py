@@ -2,6 +2,7 @@
 those times back; the first stage's I is empty; comm is measured between two processes; the cost
 block goes into a copy of the file."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ from schedc.backends.torch.profile.stage_times import Timing, profile_stages, sa
 
 ROOT = Path(__file__).parent.parent
 MLP = str(ROOT / "examples" / "models" / "mlp.py")
-FORWARD_S, BACKWARD_S = 0.004, 0.008  # what the slow stages sleep
+FORWARD_S, BACKWARD_S = 0.004, 0.008  # what the slow stages compute for
+
+
+def busy(seconds: float) -> None:
+    """Compute (not sleep) for `seconds`: on one CPU thread the profile times an op by its CPU time."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 class Sleep(torch.autograd.Function):
@@ -24,14 +32,12 @@ class Sleep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        import time
-        time.sleep(FORWARD_S)
+        busy(FORWARD_S)
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        import time
-        time.sleep(BACKWARD_S)
+        busy(BACKWARD_S)
         return grad
 
 
@@ -64,9 +70,8 @@ class SlowModel:
 
 
 def test_time_op_times_only_the_op_after_a_warm_up():
-    import time
     calls = []
-    timing = time_op(lambda: (time.sleep(0.01), 0.002)[1:], lambda s: (calls.append(s), time.sleep(s)),
+    timing = time_op(lambda: (busy(0.01), 0.002)[1:], lambda s: (calls.append(s), busy(s)),
                      torch.device("cpu"), warmup=3, repeats=5, max_repeats=5)
     assert len(calls) == 8 and timing.samples == 5  # 3 warm-ups, 5 timed
     assert 2 <= timing.ms < 8  # the setup's 10 ms are not in it

@@ -29,9 +29,16 @@ def test_middle_mean_drops_the_outer_quarters():
     assert middle_mean(shuffled) == pytest.approx(49.5)  # symmetric: the middle half's mean is the centre
 
 
+def _busy(seconds: float) -> None:
+    """Compute (not sleep) for `seconds`: on one CPU thread the profile times an op by its CPU time."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def test_time_interleaved_runs_every_task_once_per_round():
     order = []
-    tasks = {name: (lambda: (), lambda name=name: (order.append(name), time.sleep(0.001)))
+    tasks = {name: (lambda: (), lambda name=name: (order.append(name), _busy(0.0015)))
              for name in ("a", "b", "c")}
     timings = time_interleaved(tasks, torch.device("cpu"), warmup=2, repeats=5, max_repeats=5)
     assert order == ["a", "b", "c"] * 7  # 2 warm-up rounds, 5 timed, round-robin

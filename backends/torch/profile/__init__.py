@@ -9,6 +9,8 @@ the .sched file, calibrated by a short run of the plan.
   is timed under a run's contention;
 - costblock.py: the cost block from those figures, each cross-rank send charged to its op;
 - calibrate.py: the block recalibrated from a traced run of the plan;
+- fit.py: the block's transfer delay fitted to that run's whole step;
+- chunk_parts.py: a chunk-parts model's parts timed (all-to-alls on an EP group), a `chunk { }` block;
 - activation_memory.py: `schedc run --memory`, the activations autograd really saves, per rank,
   beside the simulator's peak.
 

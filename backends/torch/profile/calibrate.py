@@ -9,20 +9,21 @@ time *from a run* predicted that run's step within 12% (docs/backend.md).
 
 So the calibration runs the plan (with the profiled block) for a few steps with `--trace`, and
 takes each figure from the trace, over the steps after the first (a warm-up):
-- F, B, I, W of a stage that the run has at least `MIN_SAMPLES` instructions of: the mean of
-  their durations in each step, then the median of those over the steps (a step is a sum of ops,
-  so the mean is what adds up to it; the median over steps drops a step the shared machine slowed
-  as a whole); B, when the plan splits every backward, is I + W.
+- F, B, I, W of a stage that the run has at least `MIN_SAMPLES` instructions of: the
+  interquartile mean of all their durations (`_measured`: an instance the OS paused for a time
+  slice cannot move it); B, when the plan splits every backward, is I + W.
 - Any other figure (W in 1f1b, which runs none; a W that DualPipeV runs once a step): the
   profiled figure scaled by how the run moved the stage's ops of the same side (forward: F;
-  backward: B, I, W, pooled), per step and then the median over steps; else by all the stage's
-  ops, else by the median stage's.
+  backward: B, I, W, pooled, each weighted by its instances); else by all the stage's ops, else
+  by the median stage's.
 - F&B: each overlapped instruction's gain (its halves' calibrated costs minus its duration), the
   median over the pairs a stage takes part in, kept within [0, min(F, B)] (the language's
   bounds); a stage in no pair keeps its profiled gain, scaled.
-- Sends: each stage's SEND_F / SEND_B slices (`run_sends`), charged to the op that makes them as
-  the probe's figures are (`costblock.charge_sends`); a stage that sent nothing in the run keeps
-  the probe's figure.
+- Sends: each stage's SEND_F / SEND_B slices (`run_sends`, interquartile means), charged to the
+  op that makes them as the probe's figures are (`costblock.charge_sends`); a stage that sent
+  nothing in the run keeps the probe's figure.
+- The run's step (`RunDurations.typical_step`), to which `fit.py` fits the block's comm: the
+  time the ops' typical durations leave out (pauses, waits for a core) lands there.
 Pure functions of a trace (a Chrome trace's dict as `measure.merge_trace` writes it).
 """
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 from ....ir import OpKind, parse_instr_token
 from ..measure import counted_steps
+from .stage_times import middle_mean
 
 _KINDS = ("F", "B", "I", "W", "SEND_F", "SEND_B")
 _BACKWARD = ("B", "I", "W")
@@ -43,11 +45,17 @@ MIN_SAMPLES = 8  # a figure measured fewer times in the run is the profiled one 
 class RunDurations:
     """Milliseconds of each instruction of the counted steps of a traced run: `ops` per (kind,
     stage) for F, B, I, W, SEND_F, SEND_B, per step; `pairs` one (forward stage, backward kind,
-    backward stage, ms) per overlapped instruction; `steps` how many steps they come from."""
+    backward stage, ms) per overlapped instruction; `steps` how many steps they come from;
+    `step_ms` each counted step's span (first start to last end over every rank's compute lane)."""
 
     ops: dict[tuple[str, int], dict[int, list[float]]] = field(default_factory=dict)
     pairs: list[tuple[int, str, int, float]] = field(default_factory=list)
     steps: int = 0
+    step_ms: list[float] = field(default_factory=list)
+
+    def typical_step(self) -> float | None:
+        """The run's measured step (ms): the median of `step_ms`, as `--trace` prints it."""
+        return statistics.median(self.step_ms) if self.step_ms else None
 
 
 def run_durations(trace: dict) -> RunDurations:
@@ -58,6 +66,12 @@ def run_durations(trace: dict) -> RunDurations:
         return RunDurations()
     counted = set(counted_steps(1 + max(e["args"]["step"] for e in events)))
     found = RunDurations(steps=len(counted))
+    spans: dict[int, list[float]] = {}
+    for event in events:
+        if event.get("tid", 0) == 0 and event["args"]["step"] in counted:
+            span = spans.setdefault(event["args"]["step"], [event["ts"], event["ts"] + event["dur"]])
+            span[0], span[1] = min(span[0], event["ts"]), max(span[1], event["ts"] + event["dur"])
+    found.step_ms = [(end - start) / 1e3 for _step, (start, end) in sorted(spans.items())]
     for event in events:
         if event["args"]["step"] not in counted:
             continue
@@ -76,23 +90,26 @@ def _count(run: RunDurations, kind: str, stage: int) -> int:
 
 
 def _measured(run: RunDurations, kind: str, stage: int) -> float | None:
-    """The median over the steps of each step's mean duration of `kind` on `stage`, or None."""
-    per_step = run.ops.get((kind, stage))
-    return statistics.median(statistics.fmean(v) for v in per_step.values()) if per_step else None
+    """The interquartile mean of every duration of `kind` on `stage` over the counted steps, or
+    None. (The mean of each step, then the median over steps, let one slow instance move a
+    figure: with more ranks than cores an op the OS sets aside for a time slice lasts 5-10 times
+    its usual time. The time such pauses add to the step is in the step the block's comm is
+    fitted to, `fit.py`.)"""
+    values = [v for per_step in run.ops.get((kind, stage), {}).values() for v in per_step]
+    return middle_mean(values) if values else None
 
 
 def _moved(run: RunDurations, stage: int, kinds: tuple[str, ...], profiled: dict) -> float | None:
-    """How the run moved `stage`'s ops of `kinds` against their `profiled` figures: per step, the
-    sum of their durations over the sum of their profiled figures (one per instruction), then the
-    median over the steps; None when the run has none of them."""
-    per_step: dict[int, list[float]] = {}
+    """How the run moved `stage`'s ops of `kinds` against their `profiled` figures: the sum over
+    the kinds of (instances x `_measured`) over the sum of (instances x profiled figure); None
+    when the run has none of them."""
+    ran = expected = 0.0
     for kind in kinds:
-        for step, values in run.ops.get((kind, stage), {}).items():
-            sums = per_step.setdefault(step, [0.0, 0.0])
-            sums[0] += sum(values)
-            sums[1] += profiled[kind] * len(values)
-    ratios = [ran / expected for ran, expected in per_step.values() if expected > 0]
-    return statistics.median(ratios) if ratios else None
+        count = _count(run, kind, stage)
+        if count:
+            ran += count * _measured(run, kind, stage)
+            expected += count * profiled[kind]
+    return ran / expected if expected > 0 else None
 
 
 def calibrated_rows(rows: list[dict], run: RunDurations) -> list[dict]:

@@ -7,7 +7,10 @@ for it to come back, the second receives and returns it. Two figures per size (`
 `comm`, half the median round trip (the one-way transfer time), and `send`, the median time the
 `isend` call itself keeps the sending process busy (on gloo it writes the tensor into the socket
 before it returns): time the sending rank cannot compute, which `costblock.charge_sends` charges
-to the op that sends. Transfers of zero bytes cost 0. A bandwidth gives no send figure (0).
+to the op that sends. On CPU that is the calling thread's CPU time over the call (the write is
+made on it): a moment the OS gives its core to another process is not the send's (on a loaded
+2-core machine the wall-clock median moved from 0.03 to 3 ms between two profiles). Transfers of
+zero bytes cost 0. A bandwidth gives no send figure (0).
 """
 
 from __future__ import annotations
@@ -81,12 +84,14 @@ def _one_way_and_send_ms(size: int, rank: int, device: torch.device) -> tuple[fl
     tensor = torch.empty(max(size // 4, 1), dtype=torch.float32, device=device)
     peer = 1 - rank
     trips, posts = [], []
+    clock = time.thread_time if device.type == "cpu" else time.perf_counter  # the post's own CPU time
     for i in range(WARMUP + ROUND_TRIPS):
         dist.barrier()
         start = time.perf_counter()
         if rank == 0:
+            cpu = clock()
             work = dist.isend(tensor, peer)
-            posted = time.perf_counter()
+            posted = clock() - cpu
             work.wait()
             dist.recv(tensor, peer)
         else:
@@ -96,5 +101,5 @@ def _one_way_and_send_ms(size: int, rank: int, device: torch.device) -> tuple[fl
             torch.cuda.synchronize(device)
         if i >= WARMUP:
             trips.append(time.perf_counter() - start)
-            posts.append(posted - start if rank == 0 else 0.0)
+            posts.append(posted if rank == 0 else 0.0)
     return statistics.median(trips) / 2 * 1e3, statistics.median(posts) * 1e3

@@ -3,7 +3,9 @@ compute (the backend's `compute.py`), so the cost block predicts what a run exec
 
 All stages are timed together, round-robin (`time_interleaved`): each round runs every stage's F,
 B, I, W and pair once, so a slow period of the machine lands on every figure alike instead of on
-the one stage being timed then. After `warmup` untimed rounds come at least `repeats` timed ones,
+the one stage being timed then. On a CPU computing on one thread (what torchrun gives each of several
+ranks) the clock is the thread's CPU time (`op_clock`): a pause while the OS runs another process
+is not the op's. After `warmup` untimed rounds come at least `repeats` timed ones,
 more (up to `MAX_REPEATS_FACTOR` x repeats) while any figure's standard error is above
 `TARGET_ERROR` of it. A figure is the interquartile mean of its samples (the mean of the middle
 half: the slowest and fastest quarter are dropped, which a pause or a lucky cache cannot move),
@@ -81,20 +83,31 @@ def time_interleaved(tasks: dict[Hashable, Task], device: torch.device, warmup: 
     `max_repeats`, default `MAX_REPEATS_FACTOR` x repeats) until every figure's relative error
     is within `TARGET_ERROR`. Each task gets the same number of samples."""
     max_repeats = max(repeats, max_repeats or MAX_REPEATS_FACTOR * repeats)
+    clock = op_clock(device)
     times: dict[Hashable, list[float]] = {key: [] for key in tasks}
     for round_ in range(warmup + max_repeats):
         for key, (setup, op) in tasks.items():
             args = setup()
             _synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             op(*args)
             _synchronize(device)
             if round_ >= warmup:
-                times[key].append(time.perf_counter() - start)
+                times[key].append(clock() - start)
         timed = round_ + 1 - warmup
         if timed >= max(repeats, 4) and all(_relative_error(t) <= TARGET_ERROR for t in times.values()):
             break
     return {key: _summarize(t) for key, t in times.items()}
+
+
+def op_clock(device: torch.device) -> Callable[[], float]:
+    """The clock an op is timed with: on a CPU computing on one thread, the thread's own CPU time
+    (`time.thread_time`: the op computes on the calling thread, autograd's CPU backward included,
+    and the time the OS gives the core to another process is not counted, so a time slice landing
+    on a sample cannot move it); else the wall clock (CUDA: synchronized around the op)."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
 
 
 def time_op(setup, op, device: torch.device, warmup: int = 2, repeats: int = 10,
