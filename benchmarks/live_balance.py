@@ -14,7 +14,8 @@ run, how many experts it moves, what planning costs.
    `eplb.py`, the anchor balance_quality.py uses too) at the same size. Targets: moves <= 1/3 of a
    fresh plan's; planning time <= 1/10 of the anchor's.
 2. Real runs: examples/models/moe.py with a Zipf 1.0 router (hot experts first, so contiguous
-   sharding puts them on member 0), 16 experts per layer, `ranks = 2, --ep 2` (4 processes on
+   sharding puts them on member 0), 16 experts per layer of width 128 and hidden 1024 (so an
+   expert's compute follows its tokens rather than Python's per-expert overhead), float32, `ranks = 2, --ep 2` (4 processes on
    this machine's cores) and `ranks = 1, --ep 2`; the run's own summary line: max/mean tokens per
    EP member up to the first rebalance and after it, and the median step before and after.
    Target: imbalance at least 30% lower after the first rebalance, and the step time lower.
@@ -94,8 +95,8 @@ SUMMARY = re.compile(r"live rebalancing: tokens max/mean per EP member ([\d.]+) 
 def run_once(ranks: int, redundant: int, folder: str) -> tuple[float, float, float, float]:
     path = Path(folder) / f"live{ranks}.sched"
     path.write_text(SCHED.format(ranks=ranks))
-    env = dict(os.environ, MOE_EXPERTS="16", MOE_ZIPF="1.0", MOE_HIDDEN="256", MOE_WIDTH="32", MOE_SEQ="16",
-               MOE_BATCH="8", MOE_SHARED="0")
+    env = dict(os.environ, MOE_EXPERTS="16", MOE_ZIPF="1.0", MOE_HIDDEN="1024", MOE_WIDTH="128", MOE_SEQ="32",
+               MOE_BATCH="8", MOE_SHARED="0")  # experts whose compute follows their tokens
     result = subprocess.run([sys.executable, "-W", "ignore", "-m", "schedc", "run", str(path), "--model",
                              str(ROOT / "examples" / "models" / "moe.py"), "--ep", "2", "--steps", "12",
                              "--rebalance-every", "4", "--redundant", str(redundant), "--dtype", "float32"],
@@ -122,19 +123,21 @@ def run_rows(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the planner only")
+    parser.add_argument("--runs-only", action="store_true", help="the real runs only")
     parser.add_argument("--repeats", type=int, default=3, help="runs per setting")
     parser.add_argument("--windows", type=int, default=8, help="rebalances per size in the planner part")
     args = parser.parse_args()
-    print("1. the planner on a drifting Zipf 1.0 load: slots changed per rebalance (migration-aware vs a fresh "
-          "plan; target <= 1/3), planning time per rebalance (ms; anchor: DeepSeek's eplb.py algorithm, "
-          "target <= 1/10), mean balancedness (migration-aware / fresh)")
-    print(f"{'size':<54} {'moves':>8} {'fresh':>8} {'ratio':>6} {'':>6}  {'plan ms':>8} {'anchor ms':>9} "
-          f"{'ratio':>6} {'':>6}  balance")
-    for row in planner_rows(args.windows):
-        print(row, flush=True)
+    if not args.runs_only:
+        print("1. the planner on a drifting Zipf 1.0 load: slots changed per rebalance (migration-aware vs a fresh "
+              "plan; target <= 1/3), planning time per rebalance (ms; anchor: DeepSeek's eplb.py algorithm, "
+              "target <= 1/10), mean balancedness (migration-aware / fresh)")
+        print(f"{'size':<54} {'moves':>8} {'fresh':>8} {'ratio':>6} {'':>6}  {'plan ms':>8} {'anchor ms':>9} "
+              f"{'ratio':>6} {'':>6}  balance")
+        for row in planner_rows(args.windows):
+            print(row, flush=True)
     if args.quick:
         return
-    print("\n2. real runs (examples/models/moe.py, 16 experts, Zipf 1.0, 12 steps, --rebalance-every 4): max/mean "
+    print("\n2. real runs (examples/models/moe.py, 16 experts of 128 x 1024, Zipf 1.0, 12 steps, --rebalance-every 4): max/mean "
           "tokens per EP member up to the first rebalance and after (target: 30% lower), median step (ms) "
           "before and after (target: lower)")
     print(f"{'setting':<28} {'imb before':>9} {'after':>8} {'change':>8} {'':>6}  {'step before':>9} "
