@@ -137,7 +137,7 @@ class LiveBalancer:
         from ....experts import plan_experts
 
         old = torch.stack(self._placements())
-        figures = torch.zeros(3, dtype=torch.float64)
+        figures = torch.zeros(2, dtype=torch.float64)  # planning seconds, a fresh plan's moves
         new = old.clone()
         if self.place.member == 0:
             slots = old.shape[1]
@@ -150,7 +150,6 @@ class LiveBalancer:
                 new[torch.from_numpy(busy)] = torch.tensor(plan.phy2log.tolist())
                 fresh = plan_experts(weight[busy], slots, 1, 1, self.place.size, "best")
                 figures[1] = float((fresh.phy2log != old.numpy()[busy]).sum())
-                figures[2] = float(plan.balancedness.mean())
         if warm_up:
             return [], {}
         if self.place.size > 1:
@@ -172,12 +171,14 @@ class LiveBalancer:
         start = time.perf_counter()
         moves, sent, committed = migrate(self.layers, new, optimizer, self.place, self.device, self.names)
         seconds = time.perf_counter() - start
-        totals = torch.tensor([sent, seconds], dtype=torch.float64, device=self.device)
-        if self.place.size > 1:
-            dist.all_reduce(totals, group=self.place.group)
+        sent_total = torch.tensor([sent], dtype=torch.float64, device=self.device)
+        slowest = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+        if self.place.size > 1:  # bytes sent by the whole group; the slowest member's time
+            dist.all_reduce(sent_total, group=self.place.group)
+            dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=self.place.group)
         window = torch.from_numpy(weight)
         decision = {"step": step, "rank": self.place.rank, "moves": len(moves), "slots": sum(p.numel() for p in before),
-                    "committed": committed, "bytes": int(totals[0]), "migration_ms": seconds * 1e3,
+                    "committed": committed, "bytes": int(sent_total), "migration_ms": slowest.item() * 1e3,
                     "imbalance_before": imbalance(window, before, self.place.size),
                     "imbalance_planned": imbalance(window, self._placements() if committed else new, self.place.size),
                     **figures, "names": self.names, "weight": weight.tolist(),
