@@ -17,7 +17,13 @@ Sizes come from the environment (they reach every rank): MOE_WIDTH (16), MOE_HID
 MOE_EXPERTS (4), MOE_TOP_K (2), MOE_LAYERS (blocks in the whole model, 4: every family runs the
 same model, cut into its stages, the first stages taking one more block when they do not divide),
 MOE_BATCH (sequences per microbatch, 4: a multiple of --ep), MOE_SEQ (8), MOE_SKEW (1.5),
-MOE_SHARED (1: a shared expert).
+MOE_SHARED (1: a shared expert), MOE_ZIPF (0; s > 0: a Zipf-like router, expert e's bias
+-s log(e + 1), hot experts first).
+
+Live expert balancing (`--rebalance-every N`) works on it: each block routes by `phy2log` (the
+expert in each physical slot; `route_to_slots` splits an expert's tokens over its replicas), so
+the runner may move experts and add replicas between steps, and it trains with SGD with momentum,
+whose state moves with the experts.
 """
 
 from __future__ import annotations
