@@ -181,11 +181,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"schedc: error: rank {rank}: the {world} ranks did not all meet within {args.timeout:g} s "
                          f"(did one fail before joining? see its message): {str(error).splitlines()[0]}") from None
     if not same_plan_everywhere(plan_digest(spec, plan), world, comm_device):
-        print(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
-              "with the same schedc everywhere", file=sys.stderr)
-        return 1
+        _leave(f"schedc: error: rank {rank}: the ranks hold different plans; compile the same file "
+               "with the same schedc everywhere")
     if world != spec.ranks * args.ep:
-        raise SystemExit(f"schedc: error: {args.file} has ranks = {spec.ranks}" + (
+        _leave(f"schedc: error: {args.file} has ranks = {spec.ranks}" + (
             f" and --ep {args.ep}, so {spec.ranks * args.ep} processes" if args.ep > 1 else "")
             + f", but {world} processes run it")
     place = join_groups(rank, spec.ranks, args.ep)
@@ -262,6 +261,14 @@ def main(argv=None) -> int:
         status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device)
     dist.destroy_process_group()
     return status
+
+
+def _leave(message: str) -> None:
+    """Refuse, exit 1, once the process group exists: without tearing it down, since a peer that
+    left first can make gloo's teardown abort this process (seen as exit -6 instead of 1)."""
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def rank_main(argv=None) -> int:
