@@ -78,11 +78,10 @@ def route_to_slots(indices: torch.Tensor, phy2log: torch.Tensor, num_experts: in
     nth = torch.empty_like(flat)
     nth[order] = torch.arange(flat.numel(), device=flat.device) - start[sorted_ids]
     replicas = torch.bincount(phy2log, minlength=num_experts)
-    width = int(replicas.max())
-    table = torch.full((num_experts, width), -1, dtype=torch.long, device=flat.device)
-    for e in range(num_experts):
-        slots = torch.nonzero(phy2log == e).flatten()
-        table[e, :slots.numel()] = slots
+    by_expert = torch.argsort(phy2log, stable=True)  # slots grouped by expert, in slot order
+    copy = torch.arange(phy2log.numel(), device=flat.device) - (torch.cumsum(replicas, 0) - replicas)[phy2log[by_expert]]
+    table = torch.full((num_experts, int(replicas.max())), -1, dtype=torch.long, device=flat.device)
+    table[phy2log[by_expert], copy] = by_expert  # table[e, c]: the slot of expert e's c-th copy
     return table[flat, nth % replicas[flat].clamp(min=1)].view(indices.shape)
 
 

@@ -73,11 +73,6 @@ def plan_moves(old: list[torch.Tensor], new: list[torch.Tensor], members: int) -
     return moves
 
 
-def moved_bytes(moves: list[Move], sizes: list[int]) -> int:
-    """Bytes sent between members for `moves` (`sizes`: each message's length, same order)."""
-    return sum(size for move, size in zip(moves, sizes) if move.source != move.target)
-
-
 def pack(expert: torch.nn.Module, optimizer) -> bytes:
     """One expert's parameters and their optimizer state as bytes behind their SHA-256 digest."""
     params = list(expert.parameters())
@@ -151,7 +146,7 @@ def exchange(moves: list[Move], messages: dict[int, bytes], place: ExpertParalle
 def migrate(layers: list[torch.nn.Module], new: list[torch.Tensor], optimizer, place: ExpertParallel, device,
             names: list[str]) -> tuple[list[Move], int, bool]:
     """Move every layer to its placement in `new` (identical on every member): (the moves, bytes
-    sent between members, whether it was committed). Raises `MigrationFailed` when a member
+    this member sent to others, whether it was committed). Raises `MigrationFailed` when a member
     cannot be reached; a digest that does not match keeps the old placement everywhere."""
     old = [layer.phy2log.clone() for layer in layers]
     moves = plan_moves(old, new, place.size)
@@ -169,15 +164,15 @@ def migrate(layers: list[torch.nn.Module], new: list[torch.Tensor], optimizer, p
         except RuntimeError as error:
             raise MigrationFailed("committing the new expert placement (waiting for every member's "
                                   "verdict)", error) from None
-    sizes = [len(messages.get(i, b"")) for i in range(len(moves))]
+    sent = sum(len(data) for i, data in messages.items() if moves[i].target != place.member)
     if not int(verdict):
-        return moves, moved_bytes(moves, sizes), False
+        return moves, sent, False
     for i, body in bodies.items():
         m = moves[i]
         install(layers[m.layer].experts[m.slot % m.per_member], optimizer, body)
     for layer, placement in zip(layers, new):
         layer.phy2log = placement.clone()
-    return moves, moved_bytes(moves, sizes), True
+    return moves, sent, True
 
 
 def add_redundant_slots(layers: list[torch.nn.Module], place: ExpertParallel, redundant: int) -> None:
