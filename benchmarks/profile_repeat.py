@@ -69,21 +69,9 @@ def machine_speed() -> float:
     tens of seconds without a process of theirs showing here, and every figure of a profile taken
     then moves alike; printed beside each profile to tell such a change from the profile's own
     error."""
-    import statistics
+    from profile_validation import machine_speed as matmul_ms  # benchmarks/, beside this script
 
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    a, b = torch.randn(256, 256, dtype=torch.float64), torch.randn(256, 256, dtype=torch.float64)
-    times = []
-    for i in range(220):
-        start = time.perf_counter()
-        a @ b
-        if i >= 20:
-            times.append((time.perf_counter() - start) * 1e3)
-    torch.set_num_threads(threads)
-    return statistics.median(times)
+    return matmul_ms(256, "float64", rounds=200, warmup=20)
 
 
 def profile(source: Path, model: Path, out: Path, extra: list[str]) -> dict:

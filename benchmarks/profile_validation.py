@@ -134,21 +134,22 @@ def wait_until_idle(below: float, limit_s: float = 600) -> None:
         print(f"# waited {waited} s for the load average to fall below {below:g}", file=sys.stderr, flush=True)
 
 
-def machine_speed() -> float:
-    """Milliseconds per 512 x 512 float32 matmul on one thread (the median of 60 after a warm-up):
-    how fast this shared machine is right now. The host's other tenants change it by tens of
-    percent from one minute to the next without moving the load average, so the figure is printed
-    beside the profile's and the run's, to tell such a change from an error of the profile."""
+def machine_speed(size: int = 512, dtype: str = "float32", rounds: int = 60, warmup: int = 10) -> float:
+    """Milliseconds per `size` x `size` matmul on one thread (the median of `rounds` after
+    `warmup`): how fast this shared machine is right now. The host's other tenants change it by
+    tens of percent from one minute to the next without moving the load average, so the figure is
+    printed beside the profile's and the run's, to tell such a change from an error of the profile."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     times = []
-    for i in range(70):
+    for i in range(rounds + warmup):
         start = time.perf_counter()
         a @ b
-        if i >= 10:
+        if i >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
     torch.set_num_threads(threads)
     return statistics.median(times)
