@@ -181,3 +181,25 @@ def test_ctrl_c_stops_every_rank_without_a_traceback(tmp_path):
     assert "Traceback" not in err and "every rank was stopped" in err
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)  # nothing of the group is left
+
+
+def test_a_reference_run_slower_than_the_timeout_still_meets_its_peers(tmp_path):
+    """--check's single-process run has no collective: on a loaded machine one process may finish
+    it long after another, and the verdicts' all-reduce must not time out on that (a clean-clone
+    CI run did, at ranks 2 x EP 2 on 2 cores). Rank 1's reference run here lasts 5 s longer than
+    rank 0's, past --timeout; a peer may take --timeout plus four times the process's own time."""
+    model = model_file(tmp_path, "slow_reference", """
+import os, time
+_trained = []
+_build = build_stages
+def build_stages(num_stages):
+    if _trained:  # stages built after a stage ran: the reference run's
+        time.sleep(7 if os.environ["RANK"] == "1" else 2)
+    stages = _build(num_stages)
+    for stage in stages:
+        stage.register_forward_pre_hook(lambda *_: _trained.append(True))
+    return stages
+""")
+    codes, outputs, _ = launch([sched(tmp_path, "1f1b", 2, 2)] * 2, model=model, extra=("--check", "--timeout", "4"))
+    assert codes == [0, 0], outputs
+    assert "PASS" in outputs[0]

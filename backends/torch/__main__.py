@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from datetime import timedelta
 
 import torch
@@ -35,7 +36,7 @@ from .profile.activation_memory import ActivationTally, report_memory
 from .options import add_rank_options
 from .runner import PipelineRunner
 from .transfers import plan_digest
-from .watch import Watchdog, stuck_peers
+from .watch import Watchdog, stuck_peers, wait_for_everyone
 
 
 def compile_file(path: str, pipeline: str | None):
@@ -104,16 +105,30 @@ def _name_stuck_peers(store, rank: int, world: int) -> None:
         pass
 
 
-def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device) -> int:
+def _check(args, runner, model, build, spec, dtype, grads, losses, comm_device, store, since: float) -> int:
     """Compare with the single-process run; every rank prints where it found a NaN or inf, rank 0
     the largest relative error and PASS/FAIL. 0 when it passes. With EP groups each member
-    compares its experts and the whole microbatches' losses."""
+    compares its experts and the whole microbatches' losses. Every process runs the reference
+    itself (as long on each, but not at the same pace when processes share cores), so the
+    processes meet in the store before the next collective: a peer may take up to --timeout plus
+    four times this process's own time since training ended (`since`) to arrive."""
+    losses = whole_losses(losses, runner.experts, comm_device)  # a collective: before the reference run
     reference = reference_run(model, spec.num_stages, spec.microbatches, args.steps, dtype, args.lr, build)
     reference = member_reference(reference, runner.experts, runner.modules)
-    losses = whole_losses(losses, runner.experts, comm_device)
     worst, problems = compare(runner.rank, runner.modules, grads, losses, reference)
     for problem in problems:
         print(f"check: {problem}", flush=True)
+    process, world = dist.get_rank(), dist.get_world_size()
+    try:
+        missing = wait_for_everyone(store, "schedc/checked", process, world,
+                                    args.timeout + 4 * (time.monotonic() - since))
+    except RuntimeError as error:  # the store's host (process 0) has gone
+        _leave(f"schedc: error: process {process}: lost the other processes while they ran --check's "
+               f"single-process run ({str(error).splitlines()[0]}); see their messages")
+    if missing:
+        _leave(f"schedc: error: process {process}: process(es) {', '.join(map(str, missing))} did not finish "
+               f"the --check single-process run within {args.timeout:g} s (--timeout) plus four times this "
+               "process's own; giving up")
     worst = torch.tensor([worst], dtype=torch.float64, device=comm_device)
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)
     ok = worst.item() <= TOLERANCE[dtype]
@@ -254,11 +269,12 @@ def main(argv=None) -> int:
         report_memory(runner.tally, compiled, place, args.steps, comm_device, rank, world)
     runner.current = None
     watchdog.stop()
+    since = time.monotonic()  # the rest has no collective until --check's verdicts meet
     if args.trace:
         _write_trace(args.trace, runner, step_records, compiled, rank, world, flights, args.ep)
     status = 0
     if args.check:
-        status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device)
+        status = _check(args, runner, model, build, spec, dtype, grads, losses, comm_device, store, since)
     dist.destroy_process_group()
     return status
 

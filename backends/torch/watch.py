@@ -37,6 +37,21 @@ def stuck_peers(store, rank: int, world: int, at_least: float = 1.0) -> list[str
     return lines
 
 
+def wait_for_everyone(store, key: str, rank: int, world: int, patience: float,
+                      interval: float = 0.05) -> list[int]:
+    """Mark `rank` as arrived at `key` and wait, up to `patience` seconds, until all `world` ranks
+    have: the meeting point after work without collectives (the --check reference run), whose
+    length a collective's timeout must not bound. Returns the ranks still missing ([]: all came)."""
+    store.set(f"{key}/{rank}", "1")
+    keys = [f"{key}/{peer}" for peer in range(world)]
+    deadline = time.monotonic() + patience
+    while not store.check(keys):
+        if time.monotonic() > deadline:
+            return [peer for peer, k in enumerate(keys) if not store.check([k])]
+        time.sleep(interval)
+    return []
+
+
 class Watchdog:
     """Publishes `runner.current` every `interval` seconds when it changed; ends the process
     (exit code 1, saying why) once the same place has lasted `limit` seconds."""
