@@ -92,8 +92,9 @@ RANK_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--max-moves", dict(type=non_negative_int, metavar="K", help="with --rebalance-every: change at most K slots "
                          "per layer per rebalance (default: as few as the best balance allows)")),
     ("--balance-tolerance", dict(type=non_negative_float, metavar="T", help="with --rebalance-every: move "
-                                 "only as many experts as bring each layer's busiest member within 1 + T of the "
-                                 "best plan's (default 0.02; 0: the best plan, relabelled to keep what it can)")),
+                                 "only as many experts as bring each layer's busiest member within 1 + T of a "
+                                 "lower bound on any plan (else of the best plan's) (default 0.02; 0: the best "
+                                 "plan, relabelled to keep what it can)")),
     ("--load-log", dict(metavar="DIR", help="with --rebalance-every: write each rebalance's loads and placements "
                         "(rank{R}-step{S}.json, which `schedc balance FILE --previous FILE` replays) and the "
                         "per-step imbalance and step time (rank{R}-steps.jsonl) into this new folder")),

@@ -42,8 +42,8 @@ def register(sub) -> None:
                    "a phy2log array): keep as many experts in their slots as possible")
     p.add_argument("--max-moves", type=int, help="with --previous: change at most this many slots per layer")
     p.add_argument("--tolerance", type=float, help="with --previous: change only the slots that bring each "
-                   "layer's slowest GPU within 1 + T of the best plan's (what schedc run --rebalance-every does, "
-                   "T = 0.02 by default)")
+                   "layer's slowest GPU within 1 + T of a lower bound on any plan, greedily, else of the best "
+                   "plan's (what schedc run --rebalance-every does, T = 0.02 by default)")
     p.add_argument("--speeds", help="relative GPU speeds, one per GPU: 1,1,0.5,... or 16x1,16x0.5")
     p.add_argument("-o", "--output", help="write the placement JSON here (phy2log, log2phy, logcnt, "
                    "per-GPU loads)")

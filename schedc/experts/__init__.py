@@ -11,6 +11,8 @@ bound and the moves. `schedc balance` (cli/balance.py) is the command line over 
 - joint.py: the joint policy (replica counts and placement chosen together) and its lower bounds.
 - moves.py: the joint policy's moves on batches of rows: packing replicas, exchanging them.
 - migrate.py: keeping experts in their slots across rebalances (`previous`, `max_moves`).
+- nearby.py: few moves from the placement in use to within a tolerance of the lower bound, without
+  a new plan (`previous` with `tolerance`: the live rebalancer's planner).
 - validate.py: the argument checks shared by every policy (`Shape`, `fail`).
 - loads.py: reading loads and placements from CSV, .npy, .json and torch .pt files.
 - reference.py: a slow, loop-based torch EPLB: the test oracle and the benchmark's anchor.

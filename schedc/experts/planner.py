@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -145,9 +145,11 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
     keep each expert group on one node (None: DeepSeek's rule, when groups divide over nodes);
     `allow_duplicates`: let "best" put two replicas of one expert on a GPU; `speeds: [M]` relative
     GPU speeds; `previous: [layers, R]` the phy2log in place now, to keep as many slots as possible
-    (`max_moves`: at most this many changed slots per layer; `tolerance`: instead of the new plan,
-    the fewest changes that bring the slowest GPU within 1 + tolerance of its time, found greedily
-    from `previous`, when that changes fewer slots). Raises `SchedError` on bad input."""
+    (`max_moves`: at most this many changed slots per layer; `tolerance`: instead of a new plan,
+    few changes from `previous`, found greedily, that bring the slowest GPU within 1 + tolerance
+    of a lower bound (so of any plan), without computing a new plan; in a layer where the greedy
+    cannot reach that, within 1 + tolerance of the new plan's time when that changes fewer slots
+    than the new plan). Raises `SchedError` on bad input."""
     weight = check_weight(weight)
     if policy not in POLICIES:
         raise fail(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -164,8 +166,23 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
     distinct = policy == "best" and not allow_duplicates
     if distinct:
         check_no_duplicates(shape)
-    eplb_shape = check_shape(weight, num_replicas, num_groups, num_nodes, num_gpus,
-                             hierarchical if policy == "eplb" else None)
+    phy2log, log2phy, logcnt, moves = _plan(weight, shape, speeds, old, policy, distinct, max_moves, tolerance,
+                                            (num_replicas, num_groups, num_nodes, num_gpus, hierarchical))
+    return ExpertPlan(phy2log, log2phy, logcnt, placement_loads(weight, phy2log, shape.gpus), speeds,
+                      policy, shape.hierarchical, moves, shape.nodes, (weight, shape, distinct))
+
+
+def _plan(weight, shape: Shape, speeds, old, policy: str, distinct: bool, max_moves, tolerance, sizes,
+          from_bound: bool = True):
+    """`(phy2log, log2phy, logcnt, moves)` for checked arguments. With `tolerance` (and no
+    `max_moves`, one domain, policy "best"), first without a fresh plan (`_near_previous`)."""
+    if from_bound and old is not None and tolerance is not None and max_moves is None and policy == "best" \
+            and shape.domains == 1:
+        phy2log = _near_previous(weight, old, shape, speeds, distinct, tolerance, sizes)
+        logcnt = counts_of(phy2log[:, :, None], shape.experts)
+        return phy2log, build_log2phy(phy2log, replica_ranks(phy2log), logcnt), logcnt, (phy2log != old).sum(axis=1)
+    replicas, groups, nodes, gpus, hierarchical = sizes
+    eplb_shape = check_shape(weight, replicas, groups, nodes, gpus, hierarchical if policy == "eplb" else None)
     phy2log, log2phy, logcnt = rebalance_eplb(weight, eplb_shape.replicas, eplb_shape.groups,
                                               eplb_shape.nodes, eplb_shape.gpus, eplb_shape.hierarchical,
                                               with_log2phy=policy == "eplb" and old is None)
@@ -179,8 +196,30 @@ def plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="
     if policy != "eplb" or old is not None:
         logcnt = counts_of(phy2log[:, :, None], shape.experts)
         log2phy = build_log2phy(phy2log, replica_ranks(phy2log), logcnt)
-    return ExpertPlan(phy2log, log2phy, logcnt, placement_loads(weight, phy2log, shape.gpus), speeds,
-                      policy, shape.hierarchical, moves, shape.nodes, (weight, shape, distinct))
+    return phy2log, log2phy, logcnt, moves
+
+
+def _near_previous(weight, old, shape: Shape, speeds, distinct: bool, tolerance: float, sizes) -> np.ndarray:
+    """The tolerance path without a fresh plan where it can: `nearby.stay_near` from `old` to
+    1 + tolerance times each layer's lower bound (`joint.lower_bound`: so within the tolerance of
+    any plan); the layers it leaves above that get the fresh plan's way (its time times
+    1 + tolerance, greedily from `old`, or the fresh plan relabelled)."""
+    from .migrate import placement_time
+    from .nearby import stay_near
+
+    target = weight.sum(axis=1) / speeds.sum() * (1 + tolerance)  # the mean bound: enough where `old` meets it
+    above = placement_time(weight, old, shape, speeds) > target
+    if not above.any():
+        return old.copy()
+    cap = shape.gpus if distinct else shape.replicas - shape.experts + 1
+    speeds_above = np.broadcast_to(speeds, (int(above.sum()), shape.gpus))
+    target[above] = lower_bound(weight[above], shape.replicas, speeds_above, cap) * (1 + tolerance)
+    near, reached = stay_near(weight, old, target, speeds, shape.gpus, distinct)
+    if not reached.all():
+        rest = ~reached
+        near[rest] = _plan(weight[rest], replace(shape, layers=int(rest.sum())), speeds, old[rest], "best",
+                           distinct, None, tolerance, sizes, from_bound=False)[0]
+    return near
 
 
 def _keep_better(weight, best, eplb, shape: Shape, speeds, distinct) -> np.ndarray:

@@ -133,9 +133,10 @@ def check_previous(previous, shape: Shape) -> np.ndarray:
             and array.min() >= 0 and array.max() < shape.experts):
         raise fail(f"previous placement must hold expert ids 0..{shape.experts - 1}")
     ids = array.astype(np.int64)
-    for layer in range(shape.layers):
-        missing = np.setdiff1d(np.arange(shape.experts), ids[layer])
-        if missing.size:
-            raise fail(f"previous placement, layer {layer}: expert {int(missing[0])} has no slot "
-                       "(every expert needs at least one)")
+    offsets = (ids + shape.experts * np.arange(shape.layers)[:, None]).ravel()
+    absent = np.bincount(offsets, minlength=shape.layers * shape.experts) == 0
+    if absent.any():
+        layer, expert = divmod(int(np.flatnonzero(absent)[0]), shape.experts)
+        raise fail(f"previous placement, layer {layer}: expert {expert} has no slot "
+                   "(every expert needs at least one)")
     return ids
