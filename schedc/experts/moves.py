@@ -103,75 +103,75 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
     """Local search: repeatedly exchange one replica on the slowest GPU with one on another GPU,
     the exchange that lowers the larger of the two GPUs' times most, while it lowers it (a row
     stops early within 1e-5 of its `bound`). Counts never change; with `distinct`, no exchange
-    puts two replicas of an expert on one GPU."""
-    slots = slots.copy()
-    share = weight / np.maximum(counts_of(slots, weight.shape[1]), 1)  # fixed: counts never change
-    active = np.arange(slots.shape[0])
-    if bound is not None:
-        active = active[_slowest(share, slots, speeds) > bound * (1 + 1e-5)]
-    for _ in range(rounds):
-        if active.size == 0:
-            break
-        moved = _swap_once(share[active], slots[active], speeds[active], distinct)
-        if moved is None:
-            break
-        new_slots, changed = moved
-        slots[active] = new_slots
-        active = active[changed]
-        if bound is not None:
-            active = active[_slowest(share[active], slots[active], speeds[active]) > bound[active] * (1 + 1e-5)]
-    return slots
-
-
-def _slowest(share: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray:
-    """`objective` from each replica's share `[rows, n]` (the same float steps as `gpu_loads`)."""
-    loads = _gather(share, slots.reshape(slots.shape[0], -1)).reshape(slots.shape).sum(-1)
-    return (loads / speeds).max(axis=1)
-
-
-def _swap_once(share, slots, speeds, distinct):
-    """One exchange per row (see `improve_by_swaps`); `None` when no row improves, else the new
-    slots and which rows changed. Every candidate exchange of a top-GPU slot `a` with a slot `b`
-    elsewhere is scored at once, `[rows, S, m, S]`: the larger of the two GPUs' times after it
-    (the same float steps as `(load - a + b) / speed`; without the divisions when every speed is
-    1, where they change nothing); forbidden exchanges are masked in place, from per-GPU tables
-    (`holds [rows, n, m]`: which GPU holds which expert) rather than slot-by-slot comparisons."""
+    puts two replicas of an expert on one GPU. The rows still searching are kept as compact
+    arrays (gathered again only when some stop), each round's loads serve both the bound check
+    and the search, forbidden exchanges are priced at infinity as the scores are built, and the
+    two `[rows, S, m*S]` score arrays reuse their buffers (a fresh megabyte-sized array per round
+    costs its page faults every time). tests/test_experts_speed_equivalence.py holds the plain
+    version it matches exchange for exchange."""
+    out = slots.copy()
     rows, m, per_gpu = slots.shape
-    row = np.arange(rows)
-    flat = slots.reshape(rows, -1)
+    share = weight / np.maximum(counts_of(slots, weight.shape[1]), 1)  # fixed: counts never change
+    unit = bool((speeds == 1).all())  # x / 1 == x: the divisions are skipped
+    idx, now = np.arange(rows), out.copy()
+    buffers = np.empty((2, rows, per_gpu, m * per_gpu))  # pages touched once, rows shrink into it
+    for _ in range(rounds):
+        if not idx.size:
+            break
+        loads = _gather(share, now.reshape(len(now), -1)).reshape(now.shape).sum(-1)
+        if bound is not None:  # rows within 1e-5 of their bound stop
+            stop = (loads if unit else loads / speeds).max(axis=1) <= bound * (1 + 1e-5)
+            if stop.any():
+                out[idx[stop]] = now[stop]
+                idx, now, share, speeds, bound, loads = (a[~stop] for a in (idx, now, share, speeds, bound, loads))
+                if not idx.size:
+                    break
+        changed = _exchange(share, now, loads, speeds, distinct, unit, buffers[:, :idx.size])
+        if not changed.all():
+            out[idx[~changed]] = now[~changed]
+            idx, now, share, speeds = idx[changed], now[changed], share[changed], speeds[changed]
+            bound = None if bound is None else bound[changed]
+    out[idx] = now
+    return out
+
+
+def _exchange(share, slots, loads, speeds, distinct, unit, buffers) -> np.ndarray:
+    """One round of `improve_by_swaps` in place on `slots`; returns which rows changed. Scores
+    `[rows, S, m*S]`: the larger of the top GPU's and the other GPU's time after exchanging slot
+    a of the top GPU with slot b elsewhere; an exchange that is not allowed (b on the top GPU;
+    with `distinct`, b's expert already on the top GPU or a's on b's GPU) gets an infinite
+    share, so its score is infinite."""
+    rows, m, per_gpu = slots.shape
+    row, flat = np.arange(rows), slots.reshape(rows, -1)
     item = _gather(share, flat)
-    load = item.reshape(rows, m, per_gpu).sum(-1)
-    unit = bool((speeds == 1).all())
-    times = load if unit else load / speeds
+    times = loads if unit else loads / speeds
     top_gpu = times.argmax(axis=1)
     top = times[row, top_gpu]
     a_exp, a_load = slots[row, top_gpu], item.reshape(rows, m, per_gpu)[row, top_gpu]
     b_gpu = np.repeat(np.arange(m), per_gpu)
-    new_top = (load[row, top_gpu][:, None] - a_load)[:, :, None] + item[:, None, :]
-    new_other = (load[:, b_gpu] - item)[:, None, :] + a_load[:, :, None]
+    banned_b = b_gpu == top_gpu[:, None]
+    a_share = a_load[:, :, None]  # [rows, S, 1], or [rows, S, m] with the forbidden GPUs at inf
+    if distinct:
+        holds = np.zeros((rows, share.shape[1], m), bool)
+        holds[row[:, None], flat, b_gpu] = True
+        banned_b |= holds[row[:, None], flat, top_gpu[:, None]]
+        a_share = np.where(holds[row[:, None], a_exp], np.inf, a_share)
+    new_top, new_other = buffers
+    np.add((loads[row, top_gpu][:, None] - a_load)[:, :, None],
+           np.where(banned_b, np.inf, item)[:, None, :], out=new_top)
+    np.copyto(new_other.reshape(rows, per_gpu, m, per_gpu), a_share[:, :, :, None])
+    new_other += (loads[:, b_gpu] - item)[:, None, :]
     if not unit:
         new_top /= speeds[row, top_gpu][:, None, None]
         new_other /= speeds[:, b_gpu][:, None, :]
-    worse = np.maximum(new_top, new_other, out=new_top).reshape(rows, per_gpu, m, per_gpu)
-    bad = np.zeros((rows, 1, m, 1), bool)
-    bad[row, 0, top_gpu, 0] = True  # b on the top GPU itself
-    if distinct:  # b's expert already on the top GPU, or a's already on b's GPU
-        holds = np.zeros((rows, share.shape[1], m), bool)
-        holds[row[:, None], flat, b_gpu[None, :]] = True
-        b_on_top = holds[row[:, None], flat, top_gpu[:, None]].reshape(rows, 1, m, per_gpu)
-        bad = bad | b_on_top | holds[row[:, None], a_exp][:, :, :, None]
-    np.copyto(worse, np.inf, where=bad)
-    worse = worse.reshape(rows, -1)
+    worse = np.maximum(new_top, new_other, out=new_top).reshape(rows, -1)
     best = worse.argmin(axis=1)
     changed = worse[row, best] < top * (1 - 1e-12) - 1e-12
-    if not changed.any():
-        return None
     r = row[changed]
     a_slot, b_flat = best[changed] // (m * per_gpu), best[changed] % (m * per_gpu)
     g, h, h_slot = top_gpu[changed], b_flat // per_gpu, b_flat % per_gpu
-    out = slots.copy()
-    out[r, g, a_slot], out[r, h, h_slot] = slots[r, h, h_slot], slots[r, g, a_slot]
-    return out, changed
+    slots[r, g, a_slot], slots[r, h, h_slot] = slots[r, h, h_slot], slots[r, g, a_slot]
+    return changed
 
 
 def separate_duplicates(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray) -> np.ndarray | None:
