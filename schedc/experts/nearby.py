@@ -82,9 +82,8 @@ def _spread_replicas(weight, slots, held, count, gpu_of, speeds, target: float, 
 def _exchange_rounds(slots, held, share, load, gpu_of, speeds, target, distinct: bool, rounds: int) -> None:
     """Phase 2, in place over every layer: exchange rounds until each layer meets its target or
     no exchange lowers its slowest GPU."""
-    layers, replicas = slots.shape
     gpus = load.shape[1]
-    per_gpu = replicas // gpus
+    per_gpu = slots.shape[1] // gpus
     partners = min(gpus - 1, PARTNERS)
     active = np.flatnonzero((load / speeds).max(axis=1) > target + EPS)
     within = np.arange(per_gpu)
@@ -96,7 +95,7 @@ def _exchange_rounds(slots, held, share, load, gpu_of, speeds, target, distinct:
         top = times.argmax(axis=1)  # [A]
         mine = top[:, None] * per_gpu + within  # [A, S] slots of the slowest GPU
         light = np.argpartition(times, partners - 1, axis=1)[:, :partners] if partners < gpus - 1 else \
-            np.argsort(times, axis=1)[:, :partners]  # [A, K] the least loaded GPUs (never top)
+            np.argsort(times, axis=1)[:, :partners]  # [A, K] the least loaded GPUs
         theirs = (light[:, :, None] * per_gpu + within).reshape(len(active), -1)  # [A, K*S]
         a = slots[rows, mine]  # [A, S]
         b = slots[rows, theirs]  # [A, K*S]
