@@ -1,7 +1,9 @@
 """Priority rules the search starts from (lower first), and the memory levels it tries.
 
-- `rule_priorities`: by kind (backward first, forward first, ...) then microbatch, for the active
-  scheme of `list_scheduler`, which starts whatever it can and needs only a ranking;
+- `rule_priorities`: by kind (backward first, forward first, ...) then microbatch, and by the
+  longest path left to the end of the step ("critical path first") held back by a fraction of a
+  period per microbatch, for the active scheme of `list_scheduler`, which starts whatever it can
+  and needs only a ranking;
 - `periodic_priorities`: a time for each op, microbatch k's ops at k periods plus their earliest
   start along the microbatch's own path (a modulo schedule), for the serial scheme, which takes
   ops in this order and so needs times, not ranks;
@@ -13,6 +15,7 @@ from __future__ import annotations
 from .problem import B, F, I, W, Problem
 
 PERIODS = (0.5, 0.75, 1.0, 1.25)  # periods tried, as fractions of the busiest rank's work per microbatch
+HOLD_BACK = (1 / 12, 1 / 6, 1 / 3)  # critical path first: microbatch k's ops held back k x this x the period
 
 
 def memory_caps(prob: Problem) -> list[float]:
@@ -42,7 +45,37 @@ def rule_priorities(prob: Problem) -> list[tuple[str, list[float]]]:
                         [weight[k] * 4 * m + mb[o] - deep_first * depth[o] * 1e-3
                          for o, k in enumerate(prob.kind)]))
     out.append(("microbatch order", [mb[o] * 4 + {F: 0, B: 1, I: 1, W: 2}[k] for o, k in enumerate(prob.kind)]))
+    left, period = _path_to_end(prob), _period(prob)
+    for share in HOLD_BACK:
+        out.append((f"critical path first, microbatches {share:.2g} period apart",
+                    [mb[o] * share * period - left[o] for o in range(prob.n)]))
     return out
+
+
+def _period(prob: Problem) -> float:
+    """The busiest rank's work per microbatch."""
+    work = [0.0] * prob.ranks
+    for o in range(prob.n):
+        work[prob.rank[o]] += prob.dur[o]
+    return max(work) / (1 + max((op.microbatch for op in prob.ops), default=0))
+
+
+def _path_to_end(prob: Problem) -> list[float]:
+    """Each op's longest path to the end of the step, itself and the delays included (its
+    "bottom level"): list scheduling by it puts the ops the step waits on longest first."""
+    waiting = [len(ps) for ps in prob.preds]
+    order, stack = [], [o for o in range(prob.n) if not waiting[o]]
+    while stack:
+        o = stack.pop()
+        order.append(o)
+        for s, _delay in prob.succs[o]:
+            waiting[s] -= 1
+            if not waiting[s]:
+                stack.append(s)
+    left = [0.0] * prob.n
+    for o in reversed(order):
+        left[o] = prob.dur[o] + max((left[s] + delay for s, delay in prob.succs[o]), default=0.0)
+    return left
 
 
 def periodic_priorities(prob: Problem) -> list[tuple[str, list[float]]]:
@@ -50,11 +83,7 @@ def periodic_priorities(prob: Problem) -> list[tuple[str, list[float]]]:
     pipeline, for a few periods around the busiest rank's work per microbatch: the steady state
     of a modulo schedule, each op where the period puts it."""
     head = earliest_starts(prob)
-    work = [0.0] * prob.ranks
-    for o in range(prob.n):
-        work[prob.rank[o]] += prob.dur[o]
-    slots = 1 + max(op.microbatch for op in prob.ops) if prob.ops else 1
-    period = max(work) / slots
+    period = _period(prob)
     mb = [op.microbatch + op.direction * 0.5 for op in prob.ops]
     return [(f"period {k:g} x the busiest rank's work", [mb[o] * period * k + head[o] for o in range(prob.n)])
             for k in PERIODS]
