@@ -250,14 +250,12 @@ def _undouble(weight_row, phy, shape: Shape, speeds):
     nodes), then improved by exchanges; None when it cannot be done."""
     per_node = shape.gpus // shape.domains
     blocks = phy.reshape(shape.domains, per_node, shape.slots_per_gpu)
-    out = []
-    for node, block in enumerate(blocks):
-        node_speeds = speeds[node * per_node:(node + 1) * per_node]
-        fixed = separate_duplicates(weight_row, block, node_speeds)
-        if fixed is None:
-            return None
-        out.append(improve_by_swaps(weight_row[None], fixed[None], node_speeds[None], True)[0])
-    return np.concatenate(out).reshape(-1)
+    node_speeds = speeds.reshape(shape.domains, per_node)
+    fixed = [separate_duplicates(weight_row, block, node_speeds[node]) for node, block in enumerate(blocks)]
+    if any(block is None for block in fixed):
+        return None
+    rows = np.repeat(weight_row[None], shape.domains, axis=0)  # one row per node: exchanged in one batch
+    return improve_by_swaps(rows, np.stack(fixed), node_speeds, True).reshape(-1)
 
 
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, policy="best", **options):
