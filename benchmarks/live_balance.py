@@ -128,21 +128,25 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8, help="rebalances per size in the planner part")
     args = parser.parse_args()
     if not args.runs_only:
-        print("1. the planner on a drifting Zipf 1.0 load: slots changed per rebalance (migration-aware vs a fresh "
+        table("1. the planner on a drifting Zipf 1.0 load: slots changed per rebalance (migration-aware vs a fresh "
               "plan; target <= 1/3), planning time per rebalance (ms; anchor: DeepSeek's eplb.py algorithm, "
-              "target <= 1/10), mean balancedness (migration-aware / fresh)")
-        print(f"{'size':<54} {'moves':>8} {'fresh':>8} {'ratio':>6} {'':>6}  {'plan ms':>8} {'anchor ms':>9} "
-              f"{'ratio':>6} {'':>6}  balance")
-        for row in planner_rows(args.windows):
-            print(row, flush=True)
+              "target <= 1/10), mean balancedness (migration-aware / fresh)",
+              f"{'size':<54} {'moves':>8} {'fresh':>8} {'ratio':>6} {'':>6}  {'plan ms':>8} {'anchor ms':>9} "
+              f"{'ratio':>6} {'':>6}  balance", lambda: planner_rows(args.windows))
     if args.quick:
         return
-    print("\n2. real runs (examples/models/moe.py, 16 experts of 128 x 1024, Zipf 1.0, 12 steps, --rebalance-every 4): max/mean "
-          "tokens per EP member up to the first rebalance and after (target: 30% lower), median step (ms) "
-          "before and after (target: lower)")
-    print(f"{'setting':<28} {'imb before':>9} {'after':>8} {'change':>8} {'':>6}  {'step before':>9} "
-          f"{'after':>9} {'change':>8}")
-    for row in run_rows(args.repeats):
+    table("\n2. real runs (examples/models/moe.py, 16 experts of 128 x 1024, Zipf 1.0, 12 steps, --rebalance-every "
+          "4): max/mean tokens per EP member up to the first rebalance and after (target: 30% lower), median step "
+          "(ms) before and after (target: lower)",
+          f"{'setting':<28} {'imb before':>9} {'after':>8} {'change':>8} {'':>6}  {'step before':>9} "
+          f"{'after':>9} {'change':>8}", lambda: run_rows(args.repeats))
+
+
+def table(title: str, header: str, rows) -> None:
+    """Print a part of the benchmark: its title and column header, then the rows `rows()` measures."""
+    print(title)
+    print(header, flush=True)
+    for row in rows():
         print(row, flush=True)
 
 
