@@ -107,9 +107,9 @@ def migrate(weight, phy2log, previous, shape: Shape, speeds, distinct: bool, max
 
 
 def placement_time(weight, phy2log, shape: Shape, speeds) -> np.ndarray:
-    """The slowest GPU's time per layer, `[layers]`, each replica an equal share of its expert."""
-    from .moves import gpu_loads
-    return (gpu_loads(weight, phy2log.reshape(len(phy2log), shape.gpus, -1)) / speeds).max(axis=1)
+    """The slowest GPU's time per layer, `[layers]` (`moves.objective` of `phy2log [layers, R]`)."""
+    from .moves import objective
+    return objective(weight, phy2log.reshape(len(phy2log), shape.gpus, -1), speeds)
 
 
 def limited_moves(weight, previous, shape: Shape, speeds, distinct: bool, max_moves: int,

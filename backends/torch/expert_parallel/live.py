@@ -41,7 +41,8 @@ class Rebalancing:
     """The options: rebalance after every `every` steps on the counts of the last `window`, with
     `redundant` extra slots per layer, at most `max_moves` changed slots per layer (None: no
     limit), only the moves that bring each layer's busiest member within 1 + `tolerance` of a
-    lower bound on any plan (else of the best plan's; `plan_experts`), decisions and per-step loads written under `log` (None: not written)."""
+    lower bound on any plan (else of the best plan's; `plan_experts`), decisions and per-step
+    loads written under `log` (None: not written)."""
 
     every: int
     window: int
