@@ -4,7 +4,7 @@ Same steps and tie-breaking as DeepSeek's `eplb.py` (float32 arithmetic as there
 so that equal loads keep index order, the lowest index on equal minima): pack the expert groups
 onto nodes, replicate within each node (each extra slot to the largest load / replica count),
 pack the replicas onto the node's GPUs. The loops run over items, never over layers.
-`tests/test_balance_eplb.py` checks it against a slow loop-by-loop torch oracle.
+`tests/test_experts_eplb.py` checks it against a slow loop-by-loop torch oracle.
 """
 
 from __future__ import annotations
@@ -21,18 +21,23 @@ def balanced_packing(weight: np.ndarray, num_packs: int) -> tuple[np.ndarray, np
     if per_pack == 1:
         return np.broadcast_to(np.arange(n), (rows, n)).copy(), np.zeros((rows, n), np.int64)
     order = np.argsort(-weight, axis=1, kind="stable")
-    pack_index = np.empty((rows, n), np.int64)
-    rank_in_pack = np.empty((rows, n), np.int64)
+    heaviest = np.take_along_axis(weight, order, axis=1).T.copy()  # [n, rows]: step k's item loads
+    item_at = (order + (np.arange(rows) * n)[:, None]).T.copy()  # flat (row, item) of step k's items
+    pack_index = np.empty(rows * n, np.int64)
+    rank_in_pack = np.empty(rows * n, np.int64)
     pack_weight = np.zeros((rows, num_packs), weight.dtype)
     pack_items = np.zeros((rows, num_packs), np.int64)
-    row = np.arange(rows)
-    for k in range(n):
-        item = order[:, k]
+    weight_flat, items_flat = pack_weight.reshape(-1), pack_items.reshape(-1)
+    pack_at = np.arange(rows) * num_packs
+    for k in range(n):  # state read and written through one flat index per row
         pack = np.where(pack_items < per_pack, pack_weight, np.inf).argmin(axis=1)
-        pack_index[row, item] = pack
-        rank_in_pack[row, item] = pack_items[row, pack]
-        pack_weight[row, pack] += weight[row, item]
-        pack_items[row, pack] += 1
+        at, item = pack_at + pack, item_at[k]
+        pack_index[item] = pack
+        held = items_flat[at]
+        rank_in_pack[item] = held
+        weight_flat[at] += heaviest[k]
+        items_flat[at] = held + 1
+    pack_index, rank_in_pack = pack_index.reshape(rows, n), rank_in_pack.reshape(rows, n)
     return pack_index, rank_in_pack
 
 

@@ -52,75 +52,97 @@ def largest_replica(weight: np.ndarray, total: int) -> np.ndarray:
 def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gpu: int,
               cap: int) -> np.ndarray:
     """The target-driven construction (candidate 2 above) for `weight: [rows, n]`, one target
-    per row; returns `slots [rows, m, S]` (a complete placement even where T is missed). The
-    loop runs over the n experts (each step a few whole-array operations on `[rows, m]`), so
-    what it computes per step is kept to the least (columns read contiguous, no division by
-    speeds that are all 1)."""
+    per row; returns `slots [rows, m, S]` (a complete placement even where T is missed).
+
+    A GPU's room for the expert at hand is its capacity (T x speed) less its load less the
+    smallest expert's load for each other slot it must still fill. The loop runs over the n
+    experts, so each step does the least whole-array work: the state is GPU-major, `[m, rows]`
+    (a reduction over a short last axis costs numpy several times one over the first), and
+    `slack` (room + 1e-9, -inf on a full GPU) and `neg_load` (minus the load: the key that
+    picks the fullest GPU) change only where a replica lands, with the same float steps as
+    computing them afresh. tests/test_experts_construct_equivalence.py holds that plain version,
+    which this matches bit for bit."""
     rows, n = weight.shape
     m = speeds.shape[1]
     order = np.argsort(-weight, axis=1, kind="stable")
     ordered = np.take_along_axis(weight, order, axis=1)
     values, experts = ordered.T.copy(), order.T.copy()
-    smallest = ordered[:, -1:]
-    capacity = target[:, None] * speeds
-    load = np.zeros((rows, m))
-    free = np.full((rows, m), per_gpu)
+    smallest = ordered[:, -1]
+    capacity = (target[:, None] * speeds).T.copy()
+    neg_load = np.zeros((m, rows))
+    free = np.full((m, rows), per_gpu)
+    slack = (capacity - (per_gpu - 1) * smallest) + 1e-9 if per_gpu else np.full((m, rows), -np.inf)
     slots = np.full((rows, m, per_gpu), -1, np.int64)
     remaining = np.full(rows, m * per_gpu)
     per_replica = target * speeds.max(axis=1)
     whole = per_replica + 1e-9  # the most one replica may carry
-    scale = None if (speeds == 1).all() else speeds  # x / 1 == x: no division needed
+    scale = None if (speeds == 1).all() else speeds.T.copy()  # x / 1 == x: no division needed
+    every_row = np.arange(rows)
+    # flat views for the per-step updates (one index into a 1-D array is cheaper than a pair)
+    neg_flat, free_flat, slack_flat, capacity_flat = (a.reshape(-1) for a in (neg_load, free, slack, capacity))
+    slot_flat = slots.reshape(-1)
     for k in range(n):
         value = values[k]
-        room = capacity - load - (free - 1) * smallest
-        has_room = free > 0
-        usable = has_room & (value[:, None] <= room + 1e-9)
-        count = np.ones(rows, np.int64)
-        hard = np.flatnonzero(~usable.any(axis=1) | (value > whole))
-        if hard.size:
-            most = np.minimum(cap, remaining[hard] - (n - k - 1))
-            count[hard], usable[hard] = _split(value[hard], per_replica[hard], room[hard],
-                                               has_room[hard], most)
-        _place(slots, load, free, usable, experts[k], value, count, scale, hard.size > 0)
-        remaining -= count
-    return _fill(weight, slots, capacity, cap)
+        usable = slack >= value
+        hard = np.flatnonzero(value > np.minimum(slack.max(axis=0), whole))
+        count = None
+        if hard.size:  # fits nowhere whole; with no spare slot left, one replica on any free slot
+            spare = remaining[hard] > n - k
+            if not spare.all():
+                stuck = np.zeros(rows, bool)
+                stuck[hard[~spare]] = True
+                usable |= stuck & (free > 0)  # nothing fits on a hard row: its usable GPUs were none
+            split = hard[spare]
+            if split.size:
+                most = np.minimum(cap, remaining[split] - (n - k - 1))
+                split_count, usable[:, split] = _split(value[split], per_replica[split], slack[:, split],
+                                                       free[:, split] > 0, most)
+                remaining[split] -= split_count - 1
+                if (split_count > 1).any():
+                    count = np.ones(rows, np.int64)
+                    count[split] = split_count
+        remaining -= 1
+        key = np.where(usable, neg_load if scale is None else neg_load / scale, np.inf)
+        if count is None:  # one replica each: one GPU per row
+            r, g, share = every_row, key.argmin(axis=0), value
+        else:
+            r, g = _chosen_gpus(key, count)
+            share = (value / count)[r]
+        at = g * rows + r
+        left = free_flat[at] - 1
+        slot_flat[(r * m + g) * per_gpu + per_gpu - 1 - left] = experts[k][r]
+        free_flat[at] = left
+        neg_flat[at] -= share
+        slack_flat[at] = np.where(left > 0, (capacity_flat[at] + neg_flat[at]) - (left - 1) * smallest[r] + 1e-9,
+                                  -np.inf)
+    return _fill(weight, slots, capacity.T, cap)
 
 
-def _split(value, per_replica, room, has_room, most):
+def _split(value, per_replica, slack, has_room, most):
     """For experts that need more than one replica (or fit nowhere whole): the fewest replicas,
     trying `WINDOW` counts from the least possible, that fit on that many distinct GPUs with a free
-    slot. Returns the count and the GPUs it may use (any with a free slot where none fits)."""
+    slot (`slack [m, rows]`: room + 1e-9, -inf on a full GPU; `has_room [m, rows]`). Returns the
+    count and the GPUs it may use, `[m, rows]` (any with a free slot where none fits)."""
     row = np.arange(value.shape[0])
     fewest = np.minimum(np.maximum(np.ceil(value / per_replica - 1e-9), 1).astype(np.int64), most)
     count = fewest[:, None] + _WINDOW
-    fits = has_room[:, None, :] & ((value[:, None] / count)[:, :, None] <= room[:, None, :] + 1e-9)
-    good = (fits.sum(axis=2) >= count) & (count <= most[:, None])
-    pick = good.argmax(axis=1)  # the first count that fits; `found`: whether any does
-    found = good.any(axis=1)
-    chosen = np.minimum(np.where(found, fewest + pick, fewest), has_room.sum(axis=1))
-    return chosen, np.where(found[:, None], fits[row, pick], has_room)
+    fits = slack[:, :, None] >= value[:, None] / count  # [m, rows, WINDOW]
+    good = (fits.sum(axis=0) >= count) & (count <= most[:, None])
+    pick = good.argmax(axis=1)  # the first count that fits, if any does
+    found = good[row, pick]
+    chosen = np.minimum(np.where(found, fewest + pick, fewest), has_room.sum(axis=0))
+    return chosen, np.where(found, fits[:, row, pick], has_room)
 
 
-def _place(slots, load, free, usable, expert, value, count, scale, maybe_many: bool) -> None:
-    """Put `count` replicas of each row's `expert` on its fullest usable GPUs (in place); `scale`:
-    the GPUs' speeds (None when all are 1); `maybe_many`: whether some count may exceed 1."""
-    rows, m, per_gpu = slots.shape
-    key = np.where(usable, -load if scale is None else -load / scale, np.inf)
-    many = np.flatnonzero(count > 1) if maybe_many else ()
-    if not len(many):  # one replica each: one GPU per row
-        r, g = np.arange(rows), key.argmin(axis=1)
-        slots[r, g, per_gpu - free[r, g]] = expert
-        load[r, g] += value
-        free[r, g] -= 1
-        return
-    width = int(count.max())
-    chosen = np.repeat(key.argmin(axis=1)[:, None], width, axis=1)
-    chosen[many] = np.argsort(key[many], axis=1, kind="stable")[:, :width]
-    mask = np.arange(width) < count[:, None]
-    r, g = np.nonzero(mask)[0], chosen[mask]
-    slots[r, g, per_gpu - free[r, g]] = expert[r]
-    load[r, g] += (value / count)[r]
-    free[r, g] -= 1
+def _chosen_gpus(key, count):
+    """Row and GPU of each replica placed this step: `count[r]` (at least 1) replicas of row r's
+    expert on its GPUs of least `key [m, rows]` (the fullest usable ones; ties to the lower
+    index)."""
+    many = np.flatnonzero(count > 1)
+    order = np.argsort(key[:, many], axis=0, kind="stable")[1:int(count.max())]
+    more = np.arange(1, len(order) + 1)[:, None] < count[many]
+    return (np.concatenate([np.arange(len(count)), np.broadcast_to(many, order.shape)[more]]),
+            np.concatenate([key.argmin(axis=0), order[more]]))
 
 
 def _fill(weight, slots, capacity, cap) -> np.ndarray:

@@ -52,33 +52,41 @@ def pack_replicas(weight: np.ndarray, counts: np.ndarray, speeds: np.ndarray, pe
                   distinct: bool) -> np.ndarray:
     """Largest replica first onto the GPU whose time after taking it is least, among GPUs with a
     free slot (and, when `distinct`, without a replica of the same expert). Returns `slots
-    [rows, m, S]`; a row where no such GPU is left falls back to `round_robin`."""
+    [rows, m, S]`; a row where no such GPU is left falls back to `round_robin`. Each step reads
+    and writes the state through one flat index per row (cheaper in numpy than index pairs);
+    tests/test_experts_construct_equivalence.py holds the plain version it matches bit for bit."""
     rows, n = weight.shape
     m = speeds.shape[1]
     expert = np.argsort(-(weight / counts), axis=1, kind="stable")
     items = _expand(expert, counts)
-    share = np.take_along_axis(weight / counts, items, axis=1)
+    share = np.take_along_axis(weight / counts, items, axis=1).T.copy()
     load = np.zeros((rows, m))
     free = np.full((rows, m), per_gpu)
-    holds = np.zeros((rows, n, m), bool)
+    holds = np.zeros((rows * n, m), bool)  # row r, expert e at r * n + e: which GPUs hold it
     slots = np.full((rows, m, per_gpu), -1, np.int64)
-    row = np.arange(rows)
+    row_gpu, row_expert = np.arange(rows) * m, np.arange(rows) * n
+    load_flat, free_flat, holds_flat, slot_flat = load.reshape(-1), free.reshape(-1), holds.reshape(-1), slots.reshape(-1)
     stuck = np.zeros(rows, bool)
     unit = bool((speeds == 1).all())  # x / 1 == x: no division needed
-    for k in range(items.shape[1]):
-        e = items[:, k]
+    for k, e in enumerate(items.T):
         has_free = free > 0
-        allowed = has_free & ~holds[row, e] if distinct else has_free
-        none = ~allowed.any(axis=1)
-        if none.any():
-            stuck |= none
-            allowed = np.where(none[:, None], has_free, allowed)
-        after = load + share[:, k, None]
-        gpu = np.where(allowed, after if unit else after / speeds, np.inf).argmin(axis=1)
-        slots[row, gpu, per_gpu - free[row, gpu]] = e
-        load[row, gpu] += share[:, k]
-        free[row, gpu] -= 1
-        holds[row, e, gpu] = True
+        allowed = has_free & ~holds[row_expert + e] if distinct else has_free
+        after = load + share[k][:, None]
+        key = np.where(allowed, after if unit else after / speeds, np.inf)
+        gpu = key.argmin(axis=1)
+        at = row_gpu + gpu
+        if distinct:
+            none = key.reshape(-1)[at] == np.inf  # no GPU allowed: any with a free slot
+            if none.any():
+                stuck |= none
+                key[none] = np.where(has_free[none], after[none] if unit else after[none] / speeds[none], np.inf)
+                gpu[none] = key[none].argmin(axis=1)
+                at = row_gpu + gpu
+        left = free_flat[at] - 1
+        slot_flat[at * per_gpu + per_gpu - 1 - left] = e
+        free_flat[at] = left
+        load_flat[at] += share[k]
+        holds_flat[(row_expert + e) * m + gpu] = True
     if stuck.any():
         slots[stuck] = round_robin(counts[stuck], m, per_gpu)
     return slots
@@ -87,7 +95,7 @@ def pack_replicas(weight: np.ndarray, counts: np.ndarray, speeds: np.ndarray, pe
 def _expand(expert: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Each row's experts in the given order, each repeated by its count: `[rows, total]`."""
     reps = np.take_along_axis(counts, expert, axis=1)
-    return np.stack([np.repeat(e, r) for e, r in zip(expert, reps)])
+    return np.repeat(expert.ravel(), reps.ravel()).reshape(len(expert), -1)  # every row's total is equal
 
 
 def round_robin(counts: np.ndarray, m: int, per_gpu: int) -> np.ndarray:
@@ -104,29 +112,37 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
     the exchange that lowers the larger of the two GPUs' times most, while it lowers it (a row
     stops early within 1e-5 of its `bound`). Counts never change; with `distinct`, no exchange
     puts two replicas of an expert on one GPU. The rows still searching are kept as compact
-    arrays (gathered again only when some stop), each round's loads serve both the bound check
-    and the search, forbidden exchanges are priced at infinity as the scores are built, and the
-    two `[rows, S, m*S]` score arrays reuse their buffers (a fresh megabyte-sized array per round
-    costs its page faults every time). tests/test_experts_speed_equivalence.py holds the plain
-    version it matches exchange for exchange."""
+    arrays (gathered again only when some stop), each round's replica shares serve the loads,
+    the bound check and the search, forbidden exchanges are priced at infinity as the scores are
+    built, state is read through flat indices, and the score arrays and the table of which GPU
+    holds which expert reuse their buffers (a fresh megabyte-sized array per round costs its page
+    faults every time). tests/test_experts_speed_equivalence.py holds the plain version it
+    matches exchange for exchange."""
     out = slots.copy()
     rows, m, per_gpu = slots.shape
-    share = weight / np.maximum(counts_of(slots, weight.shape[1]), 1)  # fixed: counts never change
+    n = weight.shape[1]
+    share = weight / np.maximum(counts_of(slots, n), 1)  # fixed: counts never change
     unit = bool((speeds == 1).all())  # x / 1 == x: the divisions are skipped
     idx, now = np.arange(rows), out.copy()
     buffers = np.empty((2, rows, per_gpu, m * per_gpu))  # pages touched once, rows shrink into it
+    holds = np.zeros(rows * n * m, bool) if distinct else None  # (row, expert, GPU), cleared after use
+    b_gpu = np.repeat(np.arange(m), per_gpu)  # the GPU of each slot
     for _ in range(rounds):
         if not idx.size:
             break
-        loads = _gather(share, now.reshape(len(now), -1)).reshape(now.shape).sum(-1)
+        at = now.reshape(len(now), -1) + (np.arange(len(now)) * n)[:, None]  # (row, expert) of each slot
+        item = np.take(share, at)
+        loads = item.reshape(now.shape).sum(-1)
         if bound is not None:  # rows within 1e-5 of their bound stop
             stop = (loads if unit else loads / speeds).max(axis=1) <= bound * (1 + 1e-5)
             if stop.any():
                 out[idx[stop]] = now[stop]
-                idx, now, share, speeds, bound, loads = (a[~stop] for a in (idx, now, share, speeds, bound, loads))
+                keep = ~stop
+                idx, now, share, speeds, bound, loads, item = (a[keep] for a in (idx, now, share, speeds, bound, loads, item))
                 if not idx.size:
                     break
-        changed = _exchange(share, now, loads, speeds, distinct, unit, buffers[:, :idx.size])
+                at = now.reshape(len(now), -1) + (np.arange(len(now)) * n)[:, None]
+        changed = _exchange(now, item, at, loads, speeds, b_gpu, holds, unit, buffers[:, :idx.size])
         if not changed.all():
             out[idx[~changed]] = now[~changed]
             idx, now, share, speeds = idx[changed], now[changed], share[changed], speeds[changed]
@@ -135,27 +151,30 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
     return out
 
 
-def _exchange(share, slots, loads, speeds, distinct, unit, buffers) -> np.ndarray:
-    """One round of `improve_by_swaps` in place on `slots`; returns which rows changed. Scores
-    `[rows, S, m*S]`: the larger of the top GPU's and the other GPU's time after exchanging slot
-    a of the top GPU with slot b elsewhere; an exchange that is not allowed (b on the top GPU;
-    with `distinct`, b's expert already on the top GPU or a's on b's GPU) gets an infinite
-    share, so its score is infinite."""
+def _exchange(slots, item, at, loads, speeds, b_gpu, holds, unit, buffers) -> np.ndarray:
+    """One round of `improve_by_swaps` in place on `slots`; returns which rows changed. `item`,
+    `at [rows, m*S]`: each slot's share and its (row, expert) index; `holds`: a cleared flat
+    `(row, expert, GPU)` table when two replicas of an expert may not share a GPU, else None.
+    Scores `[rows, S, m*S]`: the larger of the top GPU's and the other GPU's time after
+    exchanging slot a of the top GPU with slot b elsewhere; an exchange that is not allowed (b on
+    the top GPU; with `holds`, b's expert already on the top GPU or a's on b's GPU) gets an
+    infinite share, so its score is infinite."""
     rows, m, per_gpu = slots.shape
-    row, flat = np.arange(rows), slots.reshape(rows, -1)
-    item = _gather(share, flat)
+    row = np.arange(rows)
     times = loads if unit else loads / speeds
     top_gpu = times.argmax(axis=1)
     top = times[row, top_gpu]
-    a_exp, a_load = slots[row, top_gpu], item.reshape(rows, m, per_gpu)[row, top_gpu]
-    b_gpu = np.repeat(np.arange(m), per_gpu)
+    a_load = item.reshape(rows, m, per_gpu)[row, top_gpu]
     banned_b = b_gpu == top_gpu[:, None]
     a_share = a_load[:, :, None]  # [rows, S, 1], or [rows, S, m] with the forbidden GPUs at inf
-    if distinct:
-        holds = np.zeros((rows, share.shape[1], m), bool)
-        holds[row[:, None], flat, b_gpu] = True
-        banned_b |= holds[row[:, None], flat, top_gpu[:, None]]
-        a_share = np.where(holds[row[:, None], a_exp], np.inf, a_share)
+    if holds is not None:
+        cell = at * m
+        mark = cell + b_gpu
+        holds[mark] = True
+        banned_b |= holds[cell + top_gpu[:, None]]
+        a_cell = at.reshape(rows, m, per_gpu)[row, top_gpu]
+        a_share = np.where(holds.reshape(-1, m)[a_cell], np.inf, a_share)
+        holds[mark] = False
     new_top, new_other = buffers
     np.add((loads[row, top_gpu][:, None] - a_load)[:, :, None],
            np.where(banned_b, np.inf, item)[:, None, :], out=new_top)
