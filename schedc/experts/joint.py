@@ -57,11 +57,14 @@ def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gp
     A GPU's room for the expert at hand is its capacity (T x speed) less its load less the
     smallest expert's load for each other slot it must still fill. The loop runs over the n
     experts, so each step does the least whole-array work: the state is GPU-major, `[m, rows]`
-    (a reduction over a short last axis costs numpy several times one over the first), and
-    `slack` (room + 1e-9, -inf on a full GPU) and `neg_load` (minus the load: the key that
-    picks the fullest GPU) change only where a replica lands, with the same float steps as
-    computing them afresh. tests/test_experts_construct_equivalence.py holds that plain version,
-    which this matches bit for bit."""
+    (a reduction over a short last axis costs numpy several times one over the first) and read
+    and written through one flat index per replica; `slack` (room + 1e-9, -inf on a full GPU)
+    and `neg_load` (minus the load: the key that picks the fullest GPU) change only where a
+    replica lands, with the same float steps as computing them afresh (the reserve for the
+    slots left, `(left - 1) x smallest`, from a table whose row for a full GPU is +inf); `spare`
+    counts each row's slots beyond one per expert still to come, which only a split changes.
+    tests/test_experts_construct_equivalence.py holds the plain version, which this matches bit
+    for bit."""
     rows, n = weight.shape
     m = speeds.shape[1]
     order = np.argsort(-weight, axis=1, kind="stable")
@@ -71,51 +74,49 @@ def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gp
     capacity = (target[:, None] * speeds).T.copy()
     neg_load = np.zeros((m, rows))
     free = np.full((m, rows), per_gpu)
-    slack = (capacity - (per_gpu - 1) * smallest) + 1e-9 if per_gpu else np.full((m, rows), -np.inf)
-    slots = np.full((rows, m, per_gpu), -1, np.int64)
-    remaining = np.full(rows, m * per_gpu)
+    reserve = np.arange(-1, per_gpu)[:, None] * smallest  # [left, rows]: (left - 1) x smallest
+    reserve[0] = np.inf  # no slot left: no room
+    slack = (capacity - reserve[per_gpu]) + 1e-9
+    slots = np.full((m, rows, per_gpu), -1, np.int64)  # GPU-major like the state; transposed at the end
+    spare = np.full(rows, m * per_gpu - n)
     per_replica = target * speeds.max(axis=1)
     whole = per_replica + 1e-9  # the most one replica may carry
     scale = None if (speeds == 1).all() else speeds.T.copy()  # x / 1 == x: no division needed
     every_row = np.arange(rows)
-    # flat views for the per-step updates (one index into a 1-D array is cheaper than a pair)
     neg_flat, free_flat, slack_flat, capacity_flat = (a.reshape(-1) for a in (neg_load, free, slack, capacity))
-    slot_flat = slots.reshape(-1)
+    slot_flat, reserve_flat = slots.reshape(-1), reserve.reshape(-1)
     for k in range(n):
         value = values[k]
         usable = slack >= value
         hard = np.flatnonzero(value > np.minimum(slack.max(axis=0), whole))
-        count = None
+        many = None  # rows whose expert takes more than one replica this step
         if hard.size:  # fits nowhere whole; with no spare slot left, one replica on any free slot
-            spare = remaining[hard] > n - k
-            if not spare.all():
+            can_split = spare[hard] > 0
+            if not can_split.all():
                 stuck = np.zeros(rows, bool)
-                stuck[hard[~spare]] = True
+                stuck[hard[~can_split]] = True
                 usable |= stuck & (free > 0)  # nothing fits on a hard row: its usable GPUs were none
-            split = hard[spare]
+            split = hard[can_split]
             if split.size:
-                most = np.minimum(cap, remaining[split] - (n - k - 1))
+                most = np.minimum(cap, spare[split] + 1)
                 split_count, usable[:, split] = _split(value[split], per_replica[split], slack[:, split],
                                                        free[:, split] > 0, most)
-                remaining[split] -= split_count - 1
+                spare[split] -= split_count - 1
                 if (split_count > 1).any():
-                    count = np.ones(rows, np.int64)
-                    count[split] = split_count
-        remaining -= 1
+                    many, many_count = split[split_count > 1], split_count[split_count > 1]
         key = np.where(usable, neg_load if scale is None else neg_load / scale, np.inf)
-        if count is None:  # one replica each: one GPU per row
-            r, g, share = every_row, key.argmin(axis=0), value
+        if many is None:  # one replica each: one GPU per row
+            r, g, share, expert = every_row, key.argmin(axis=0), value, experts[k]
         else:
-            r, g = _chosen_gpus(key, count)
-            share = (value / count)[r]
+            r, g, share = _replicas_placed(key, value, many, many_count)
+            expert = experts[k][r]
         at = g * rows + r
         left = free_flat[at] - 1
-        slot_flat[(r * m + g) * per_gpu + per_gpu - 1 - left] = experts[k][r]
+        slot_flat[at * per_gpu + (per_gpu - 1) - left] = expert
         free_flat[at] = left
         neg_flat[at] -= share
-        slack_flat[at] = np.where(left > 0, (capacity_flat[at] + neg_flat[at]) - (left - 1) * smallest[r] + 1e-9,
-                                  -np.inf)
-    return _fill(weight, slots, capacity.T, cap)
+        slack_flat[at] = (capacity_flat[at] + neg_flat[at]) - reserve_flat[left * rows + r] + 1e-9
+    return _fill(weight, slots.transpose(1, 0, 2).copy(), capacity.T, cap)
 
 
 def _split(value, per_replica, slack, has_room, most):
@@ -134,15 +135,18 @@ def _split(value, per_replica, slack, has_room, most):
     return chosen, np.where(found, fits[:, row, pick], has_room)
 
 
-def _chosen_gpus(key, count):
-    """Row and GPU of each replica placed this step: `count[r]` (at least 1) replicas of row r's
-    expert on its GPUs of least `key [m, rows]` (the fullest usable ones; ties to the lower
-    index)."""
-    many = np.flatnonzero(count > 1)
-    order = np.argsort(key[:, many], axis=0, kind="stable")[1:int(count.max())]
-    more = np.arange(1, len(order) + 1)[:, None] < count[many]
-    return (np.concatenate([np.arange(len(count)), np.broadcast_to(many, order.shape)[more]]),
-            np.concatenate([key.argmin(axis=0), order[more]]))
+def _replicas_placed(key, value, many, many_count):
+    """Row, GPU and load of each replica placed this step: one on each row's GPU of least `key
+    [m, rows]` (the fullest usable one; ties to the lower index), and for the rows `many`,
+    `many_count` replicas on their GPUs of least key, each with its share of `value`."""
+    rows = key.shape[1]
+    extra = np.argsort(key[:, many], axis=0, kind="stable")[1:int(many_count.max())]
+    more = np.arange(1, len(extra) + 1)[:, None] < many_count
+    column = np.nonzero(more)[1]
+    first_share = value.copy()
+    first_share[many] = many_share = value[many] / many_count
+    return (np.concatenate((np.arange(rows), many[column])), np.concatenate((key.argmin(axis=0), extra[more])),
+            np.concatenate((first_share, many_share[column])))
 
 
 def _fill(weight, slots, capacity, cap) -> np.ndarray:
