@@ -370,12 +370,14 @@ def test_a_searched_plan_runs_under_torch_and_matches_the_single_process_run(tmp
     assert "PASS" in outputs[0]
 
 
-def test_critical_path_first_finds_the_bound_where_zero_bubble_was_ahead():
-    """Issue 24's pipeline (p 8, m 32, V, F 2 B 4 W 1 per linear stage, comm 0.1 F, no limit):
-    the search gave 206.8 at its default budget, zero-bubble's own scheduler 204.7; the "critical
-    path first" start reaches the lower bound, so the plan is proven optimal."""
-    spec = schedc.parse("pipeline zb { ranks = 8  microbatches = 32  placement = v  schedule = search  "
-                        "cost { F = 1  B = 2  W = 0.5  comm = 0.2 } }")[0]
+@pytest.mark.parametrize("scale, zero_bubble", [(1.0, 204.7), (0.5, 102.35)])
+def test_critical_path_first_finds_the_bound_where_zero_bubble_was_ahead(scale, zero_bubble):
+    """Issue 24's pipelines (p 8, m 32, V, F 2 B 4 W 1 per linear stage, comm 0.1 F, no limit;
+    and the same at half the costs): the search gave 206.8 and 103.4 at its default budget,
+    zero-bubble's own scheduler 204.7 and 102.35; the "critical path first" start reaches the
+    lower bound, so the plan is proven optimal."""
+    spec = schedc.parse(f"pipeline zb {{ ranks = 8  microbatches = 32  placement = v  schedule = search  "
+                        f"cost {{ F = {scale}  B = {2 * scale}  W = {0.5 * scale}  comm = {0.2 * scale} }} }}")[0]
     found = compile_spec(spec).search
-    assert found.makespan == pytest.approx(lower_bound(spec).value) and found.makespan < 204.7
+    assert found.makespan == pytest.approx(lower_bound(spec).value) and found.makespan < zero_bubble
     assert "critical path first" in found.found_by
