@@ -65,7 +65,7 @@ def pack_replicas(weight: np.ndarray, counts: np.ndarray, speeds: np.ndarray, pe
     holds = np.zeros((rows * n, m), bool)  # row r, expert e at r * n + e: which GPUs hold it
     slots = np.full((rows, m, per_gpu), -1, np.int64)
     row_gpu, row_expert = np.arange(rows) * m, np.arange(rows) * n
-    load_flat, free_flat, holds_flat, slot_flat = load.reshape(-1), free.reshape(-1), holds.reshape(-1), slots.reshape(-1)
+    load_flat, free_flat, holds_flat, slot_flat = (a.reshape(-1) for a in (load, free, holds, slots))
     stuck = np.zeros(rows, bool)
     unit = bool((speeds == 1).all())  # x / 1 == x: no division needed
     for k, e in enumerate(items.T):
@@ -138,7 +138,8 @@ def improve_by_swaps(weight: np.ndarray, slots: np.ndarray, speeds: np.ndarray, 
             if stop.any():
                 out[idx[stop]] = now[stop]
                 keep = ~stop
-                idx, now, share, speeds, bound, loads, item = (a[keep] for a in (idx, now, share, speeds, bound, loads, item))
+                idx, now, share, speeds, bound, loads, item = (a[keep] for a in
+                                                               (idx, now, share, speeds, bound, loads, item))
                 if not idx.size:
                     break
                 at = now.reshape(len(now), -1) + (np.arange(len(now)) * n)[:, None]
