@@ -16,8 +16,8 @@ from helpers import make_spec  # noqa: E402
 from schedc.backends.torch.profile.costblock import (charge_sends, cost_rows, cross_rank_sends,  # noqa: E402
                                                      format_cost_block, sent_bytes)
 from schedc.backends.torch.measure import counted_steps, step_times, typical_step  # noqa: E402
-from schedc.backends.torch.profile.stage_times import (StageProfile, Timing, middle_mean,  # noqa: E402
-                                                       profile_stages, time_interleaved)
+from schedc.backends.torch.profile.stage_times import (StageProfile, Timing, fastest_mean,  # noqa: E402
+                                                       middle_mean, profile_stages, time_interleaved)
 
 
 def test_middle_mean_drops_the_outer_quarters():
@@ -27,6 +27,16 @@ def test_middle_mean_drops_the_outer_quarters():
     assert middle_mean([4.0, 2.0]) == 3.0  # fewer than 4: the plain mean
     shuffled = random.Random(0).sample(range(100), 100)
     assert middle_mean(shuffled) == pytest.approx(49.5)  # symmetric: the middle half's mean is the centre
+
+
+def test_fastest_mean_is_the_mean_of_the_fastest_tenth():
+    assert fastest_mean([float(v) for v in range(20, 0, -1)]) == 1.5  # 20 samples: the fastest 2
+    assert fastest_mean([3.0, 1.0, 2.0]) == 1.0  # fewer than 10: the fastest one
+    shuffled = random.Random(1).sample(range(100), 100)
+    assert fastest_mean(shuffled) == pytest.approx(4.5)  # 0..9
+    # a host slower for most of the samples (every op x1.6) does not move it while a fast stretch is in
+    fast, slow = [1.0 + 0.01 * i for i in range(12)], [1.6 + 0.01 * i for i in range(68)]
+    assert fastest_mean(slow + fast) == pytest.approx(sum(fast[:8]) / 8)  # 80 samples: the fastest 8
 
 
 def _busy(seconds: float) -> None:

@@ -83,7 +83,7 @@ def profile(spec: PipelineSpec, args) -> str | None:
     where = f"{device}" + (f", {threads} thread(s), beside {others} process(es) computing as this host's "
                            "other ranks do (at most one per other core)" if device.type == "cpu" else "")
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}), all stages "
-          f"timed round-robin; each figure the mean of the middle half of its samples after a warm-up, "
+          f"timed round-robin; each figure the mean of the fastest tenth of its samples after a warm-up, "
           f"±spread (interquartile range / figure); comm {how}; send: what posting that transfer costs "
           f"the sending rank ({'none measured: from a bandwidth' if args.bandwidth else 'measured with comm'})")
     print(format_profile_table(profiles, comm, send))

@@ -13,7 +13,7 @@ from .stage_times import profile_stages
 
 def profile_layers(model, dtype, repeats: int = 20) -> list[dict]:
     """The model's layers measured one by one, as the JSON layer description `schedc partition`
-    reads: milliseconds (interquartile means, stage_times.py) of F, B (full) and W, and in MiB the
+    reads: milliseconds (fastest-tenth means, stage_times.py) of F, B (full) and W, and in MiB the
     parameters and the activations a forward leaves saved for its backward (parameters excluded)."""
     layers = named_layers(model)
     modules = [m.to(dtype) for m in layers.values()]

@@ -7,9 +7,11 @@ the one stage being timed then. On a CPU computing on one thread (what torchrun 
 ranks) the clock is the thread's CPU time (`op_clock`): a pause while the OS runs another process
 is not the op's. After `warmup` untimed rounds come at least `repeats` timed ones,
 more (up to `MAX_REPEATS_FACTOR` x repeats) while any figure's standard error is above
-`TARGET_ERROR` of it. A figure is the interquartile mean of its samples (the mean of the middle
-half: the slowest and fastest quarter are dropped, which a pause or a lucky cache cannot move),
-with its spread (interquartile range over that figure). Only the op is timed: its inputs (the
+`TARGET_ERROR` of it. A figure is the mean of its fastest tenth of samples (`fastest_mean`: the
+op's time when nothing slowed it; on a shared host whose speed drifts by tens of percent for
+seconds at a time, the interquartile mean moved with the host: two profiles of one model 10 s
+apart differed by up to 1.71x in a figure over six runs, the fastest tenth's mean by 1.19x), with
+its spread (interquartile range over that figure). Only the op is timed: its inputs (the
 forward before a backward, the I before a W) are made untimed before each sample. On CUDA the
 device is synchronized before and after each timed op, so the figures are the GPU's times.
 
@@ -41,10 +43,13 @@ TARGET_ERROR = 0.02  # a figure's relative standard error at which repeats stop
 MAX_REPEATS_FACTOR = 4  # at most this many times `repeats` timed rounds
 
 
+FASTEST_SHARE = 0.1  # a figure is the mean of this share of its samples, the fastest
+
+
 @dataclass(frozen=True)
 class Timing:
-    """Milliseconds of one op: `ms`, the interquartile mean of `samples` timings, and `spread`,
-    their interquartile range over `ms` (0 for an empty op, which has no samples)."""
+    """Milliseconds of one op: `ms`, the mean of the fastest tenth of `samples` timings, and
+    `spread`, their interquartile range over `ms` (0 for an empty op, which has no samples)."""
 
     ms: float
     spread: float
@@ -59,15 +64,24 @@ def middle_mean(values: list[float]) -> float:
     return statistics.fmean(ordered[cut:len(ordered) - cut])
 
 
+def fastest_mean(values: list[float]) -> float:
+    """The mean of the fastest `FASTEST_SHARE` of `values` (at least one value): an op's time
+    when nothing slowed it down. Every disturbance (another tenant on the host, a slower clock, a
+    cold cache) only adds time, so the fastest samples are the ones that repeat."""
+    ordered = sorted(values)
+    return statistics.fmean(ordered[:max(1, int(len(ordered) * FASTEST_SHARE))])
+
+
 def _summarize(times: list[float]) -> Timing:
-    value = middle_mean(times)
+    value = fastest_mean(times)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (value, value, value)
     return Timing(value * 1e3, (q3 - q1) / value if value > 0 else 0.0, len(times))
 
 
 def _relative_error(times: list[float]) -> float:
-    """The figure's standard error over the figure, with sigma estimated from the interquartile
-    range (robust to the outliers the figure drops); 1.253 sigma / sqrt(n) as for a median."""
+    """How settled the samples are: their interquartile mean's standard error over it, with sigma
+    estimated from the interquartile range (robust to outliers); 1.253 sigma / sqrt(n) as for a
+    median."""
     value = middle_mean(times)
     q1, _, q3 = statistics.quantiles(times, n=4)
     return 1.253 * ((q3 - q1) / 1.349) / math.sqrt(len(times)) / value if value > 0 else 0.0
