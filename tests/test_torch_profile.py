@@ -21,9 +21,11 @@ FORWARD_S, BACKWARD_S = 0.004, 0.008  # what the slow stages compute for
 
 
 def busy(seconds: float) -> None:
-    """Compute (not sleep) for `seconds`: on one CPU thread the profile times an op by its CPU time."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Compute (not sleep) for `seconds` of this thread's CPU time: on one CPU thread the profile
+    times an op by its CPU time, and a loop spinning on the wall clock takes less CPU time than
+    asked whenever the OS gives its core away meanwhile (the fastest samples then read under it)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
