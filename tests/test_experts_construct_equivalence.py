@@ -164,3 +164,13 @@ def test_pack_replicas_matches_the_plain_version(seed):
         counts[:, 0] += m * per_gpu - n
     got = moves.pack_replicas(weight, counts, speeds, per_gpu, distinct)
     assert np.array_equal(got, plain_pack_replicas(weight, counts, speeds, per_gpu, distinct))
+
+
+def test_construct_takes_integer_and_float32_loads_as_float64():
+    rng = np.random.default_rng(9)
+    weight = rng.integers(1, 1000, (20, 24))
+    speeds = np.ones((20, 4))
+    target = joint.lower_bound(weight.astype(float), 32, speeds, 4) * 1.02
+    want = joint.construct(weight.astype(float), target, speeds, 8, 4)
+    assert np.array_equal(joint.construct(weight, target, speeds, 8, 4), want)
+    assert np.array_equal(joint.construct(weight.astype(np.float32), target, speeds, 8, 4), want)

@@ -64,7 +64,8 @@ def construct(weight: np.ndarray, target: np.ndarray, speeds: np.ndarray, per_gp
     slots left, `(left - 1) x smallest`, from a table whose row for a full GPU is +inf); `spare`
     counts each row's slots beyond one per expert still to come, which only a split changes.
     tests/test_experts_construct_equivalence.py holds the plain version, which this matches bit
-    for bit."""
+    for bit (float64 loads, as the planner passes; others are converted)."""
+    weight = np.asarray(weight, float)
     rows, n = weight.shape
     m = speeds.shape[1]
     order = np.argsort(-weight, axis=1, kind="stable")

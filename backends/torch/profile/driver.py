@@ -84,7 +84,7 @@ def profile(spec: PipelineSpec, args) -> str | None:
                            "other ranks do (at most one per other core)" if device.type == "cpu" else "")
     print(f"# per-stage costs of {args.model} ({spec.num_stages} stages, {args.dtype}, {where}), all stages "
           f"timed round-robin; each figure the mean of the fastest tenth of its samples after a warm-up, "
-          f"±spread (interquartile range / figure); comm {how}; send: what posting that transfer costs "
+          f"±spread (interquartile range / median); comm {how}; send: what posting that transfer costs "
           f"the sending rank ({'none measured: from a bandwidth' if args.bandwidth else 'measured with comm'})")
     print(format_profile_table(profiles, comm, send))
     for warning in sanity_warnings(profiles):

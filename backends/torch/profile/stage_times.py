@@ -9,9 +9,10 @@ is not the op's. After `warmup` untimed rounds come at least `repeats` timed one
 more (up to `MAX_REPEATS_FACTOR` x repeats) while any figure's standard error is above
 `TARGET_ERROR` of it. A figure is the mean of its fastest tenth of samples (`fastest_mean`: the
 op's time when nothing slowed it; on a shared host whose speed drifts by tens of percent for
-seconds at a time, the interquartile mean moved with the host: two profiles of one model 10 s
-apart differed by up to 1.71x in a figure over six runs, the fastest tenth's mean by 1.19x), with
-its spread (interquartile range over that figure). Only the op is timed: its inputs (the
+seconds at a time, the interquartile mean moved with the host: over six profiles of one model
+taken back to back, a figure's largest over its smallest was up to 1.71 with the interquartile
+mean and 1.19 with the fastest tenth's, on the same samples), with its spread (interquartile
+range over the median). Only the op is timed: its inputs (the
 forward before a backward, the I before a W) are made untimed before each sample. On CUDA the
 device is synchronized before and after each timed op, so the figures are the GPU's times.
 
@@ -49,7 +50,8 @@ FASTEST_SHARE = 0.1  # a figure is the mean of this share of its samples, the fa
 @dataclass(frozen=True)
 class Timing:
     """Milliseconds of one op: `ms`, the mean of the fastest tenth of `samples` timings, and
-    `spread`, their interquartile range over `ms` (0 for an empty op, which has no samples)."""
+    `spread`, their interquartile range over their median (0 for an empty op, which has no
+    samples)."""
 
     ms: float
     spread: float
@@ -74,8 +76,8 @@ def fastest_mean(values: list[float]) -> float:
 
 def _summarize(times: list[float]) -> Timing:
     value = fastest_mean(times)
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (value, value, value)
-    return Timing(value * 1e3, (q3 - q1) / value if value > 0 else 0.0, len(times))
+    q1, median, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (value, value, value)
+    return Timing(value * 1e3, (q3 - q1) / median if median > 0 else 0.0, len(times))
 
 
 def _relative_error(times: list[float]) -> float:
