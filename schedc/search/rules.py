@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from ..dag import kahn_order
 from .problem import B, F, I, W, Problem
 
 PERIODS = (0.5, 0.75, 1.0, 1.25)  # periods tried, as fractions of the busiest rank's work per microbatch
@@ -60,20 +61,16 @@ def _period(prob: Problem) -> float:
     return max(work) / (1 + max((op.microbatch for op in prob.ops), default=0))
 
 
+def _topological_order(prob: Problem) -> list[int]:
+    """The ops in an order where each comes after all its predecessors (`dag.kahn_order`)."""
+    return kahn_order(prob.n, [[s for s, _delay in succs] for succs in prob.succs])[0]
+
+
 def _path_to_end(prob: Problem) -> list[float]:
     """Each op's longest path to the end of the step, itself and the delays included (its
     "bottom level"): list scheduling by it puts the ops the step waits on longest first."""
-    waiting = [len(ps) for ps in prob.preds]
-    order, stack = [], [o for o in range(prob.n) if not waiting[o]]
-    while stack:
-        o = stack.pop()
-        order.append(o)
-        for s, _delay in prob.succs[o]:
-            waiting[s] -= 1
-            if not waiting[s]:
-                stack.append(s)
     left = [0.0] * prob.n
-    for o in reversed(order):
+    for o in reversed(_topological_order(prob)):
         left[o] = prob.dur[o] + max((left[s] + delay for s, delay in prob.succs[o]), default=0.0)
     return left
 
@@ -90,15 +87,9 @@ def periodic_priorities(prob: Problem) -> list[tuple[str, list[float]]]:
 
 
 def earliest_starts(prob: Problem) -> list[float]:
-    """Each op's earliest start with every rank free: its longest path from a first op (Kahn)."""
-    waiting = [len(ps) for ps in prob.preds]
+    """Each op's earliest start with every rank free: its longest path from a first op."""
     head = [0.0] * prob.n
-    stack = [o for o in range(prob.n) if not waiting[o]]
-    while stack:
-        o = stack.pop()
+    for o in _topological_order(prob):
         for s, delay in prob.succs[o]:
             head[s] = max(head[s], head[o] + prob.dur[o] + delay)
-            waiting[s] -= 1
-            if not waiting[s]:
-                stack.append(s)
     return head
