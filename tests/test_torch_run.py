@@ -183,6 +183,35 @@ def test_ctrl_c_stops_every_rank_without_a_traceback(tmp_path):
         os.killpg(process.pid, 0)  # nothing of the group is left
 
 
+@pytest.mark.parametrize("after", [3.0, 6.0])
+def test_ctrl_c_during_a_profile_stops_it_without_a_traceback(tmp_path, after):
+    """Ctrl-C while `--profile` times the stages (its helper processes still importing, or
+    computing beside it): exit 130, no traceback from the profile or from any helper, nothing of
+    the group left behind. (After the timing, the calibration run is a torchrun: the test above.)"""
+    import os
+    import signal
+    import time
+
+    path = sched(tmp_path, "1f1b", 4, 8)
+    process = subprocess.Popen([sys.executable, "-W", "ignore", "-m", "schedc", "run", str(path), "--model", MLP,
+                                "--profile", "--repeats", "100000"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(after)
+    os.killpg(process.pid, signal.SIGINT)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "schedc: interrupted" in err
+    deadline = time.monotonic() + 15  # daemon helpers end with the profile; the init process reaps them
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing of the group is left
+
+
 def test_a_reference_run_slower_than_the_timeout_still_meets_its_peers(tmp_path):
     """--check's single-process run has no collective: on a loaded machine one process may finish
     it long after another, and the verdicts' all-reduce must not time out on that (a clean-clone

@@ -112,6 +112,9 @@ def filter_launcher_traceback(lines: Iterable[str], out: TextIO) -> bool:
     return False
 
 
+INTERRUPTED = 130  # run_torchrun's code when Ctrl-C stopped the run (it has said so)
+
+
 def run_torchrun(command: list[str], stdout_to_stderr: bool = False) -> int:
     """Run `command` (torchrun), its stderr through `filter_launcher_traceback`; the exit code.
     With `stdout_to_stderr` the ranks' standard output joins that stream (so ours stays what the
@@ -129,7 +132,7 @@ def run_torchrun(command: list[str], stdout_to_stderr: bool = False) -> int:
     except KeyboardInterrupt:  # Ctrl-C: torchrun (same process group) stops the ranks; their
         _stop(process)        # tracebacks stay in the pipe, unread
         print("\nschedc: interrupted: every rank was stopped", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     if code and dropped:
         print(f"schedc: error: the run failed (torchrun exit code {code}); the failing ranks said why "
               "above", file=sys.stderr)

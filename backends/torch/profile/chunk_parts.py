@@ -24,6 +24,7 @@ from ..expert_parallel.chunk_profile import chunk_block, measured_cost_block
 from ..expert_parallel.groups import ExpertParallel, join_groups, member_slice, shard_experts
 from ..expert_parallel.parts import ChunkRun, parts_of, sequential
 from ..model_file import load_model
+from .contention import start_helpers
 
 
 def declares_parts(model, num_stages: int) -> bool:
@@ -92,8 +93,7 @@ def profile_parts(model_path: str, num_stages: int, dtype_name: str, members: in
         store = os.path.join(folder, "store")
         processes = [context.Process(target=_member, args=(m, members, store, model_path, num_stages, dtype_name,
                                                            repeats, results), daemon=True) for m in range(members)]
-        for process in processes:
-            process.start()
+        start_helpers(processes)
         try:
             got = [results.get(timeout=timeout) for _ in processes]
         finally:

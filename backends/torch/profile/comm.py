@@ -24,6 +24,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .contention import start_helpers
+
 ROUND_TRIPS, WARMUP = 20, 3
 
 
@@ -50,8 +52,7 @@ def measure_comm(sizes: list[int], backend: str = "gloo", device: str = "cpu", t
         port = s.getsockname()[1]
     processes = [context.Process(target=_probe, args=(rank, port, sizes, backend, device, results), daemon=True)
                  for rank in range(2)]
-    for process in processes:
-        process.start()
+    start_helpers(processes)
     try:
         found = results.get(timeout=timeout)
     finally:

@@ -9,6 +9,7 @@ and backward in a loop, one thread each, as torchrun gives each rank.
 from __future__ import annotations
 
 import contextlib
+import signal
 
 import torch
 
@@ -25,8 +26,7 @@ def companions(model_path: str, num_stages: int, dtype_name: str, count: int, ti
     stop, ready = context.Event(), context.Queue()
     processes = [context.Process(target=_compute, args=(model_path, num_stages, dtype_name, stop, ready),
                                  daemon=True) for _ in range(count)]
-    for process in processes:
-        process.start()
+    start_helpers(processes)
     try:
         for _ in processes:
             ready.get(timeout=timeout)  # each has loaded the model and warmed up
@@ -37,6 +37,23 @@ def companions(model_path: str, num_stages: int, dtype_name: str, count: int, ti
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
+
+
+def start_helpers(processes) -> None:
+    """Start the profile's helper processes (companions, the comm probe, EP members) with Ctrl-C
+    ignored in them: the terminal's interrupt reaches every process of the group, and a helper
+    still importing would print a KeyboardInterrupt traceback of its own. The profile stops its
+    helpers itself (each caller's `finally`), and they are daemons, so they end with it."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through spawn's exec
+    except ValueError:  # not the main thread: no handler to swap
+        previous = None
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _compute(model_path: str, num_stages: int, dtype_name: str, stop, ready) -> None:

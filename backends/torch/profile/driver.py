@@ -29,7 +29,7 @@ from ....errors import SchedError, SourceFile, decode_source
 from ....lang.spec import PipelineSpec, check_program
 from ....lang.syntax import parse_program
 from ....lang.writer import replace_cost_block
-from ..launch import device_problem, overlap_problem, run_torchrun, torchrun_command
+from ..launch import INTERRUPTED, device_problem, overlap_problem, run_torchrun, torchrun_command
 from ..model_file import load_model
 from . import comm as probe
 from .calibrate import calibrated_rows, format_calibration, run_durations, run_sends
@@ -196,6 +196,8 @@ def calibration_run(spec: PipelineSpec, args, block: str):
         print(f"schedc: calibrating: {args.calibrate} traced steps of the plan on {spec.ranks} ranks, with the "
               "profiled costs (--calibrate 0 skips this)", file=sys.stderr)
         code = run_torchrun(command, stdout_to_stderr=True)
+        if code == INTERRUPTED:  # Ctrl-C: the run said so and stopped every rank; no block to write
+            raise SystemExit(INTERRUPTED)
         if code:
             raise ProfileError(f"the calibration run failed (torchrun exit code {code}; the ranks said why "
                                "above); fix that, or skip the run with --calibrate 0")
